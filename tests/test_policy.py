@@ -1,0 +1,139 @@
+"""Temperature conditioning of the policy: logit scaling against a brute-force softmax."""
+import pytest
+import torch
+from torch import nn
+
+import lgfn_graph as L
+from lgfn_graph.nn.heads import element_batch
+
+
+class ReturnsBeta(nn.Module):
+    def forward(self, beta):
+        return beta
+
+
+def random_states(env, n, steps, seed=0):
+    """``n`` states after up to ``steps`` uniformly random legal actions."""
+    gfn = L.TemperatureGFlowNet.build(env, L.ModelConfig(hidden=16, num_layers=1, heads=2, conditioning="none"))
+    g = torch.Generator().manual_seed(seed)
+    s = env.initial(n)
+    for _ in range(steps):
+        masks = env.forward_masks(s)
+        masks[0] = masks[0] & (s.n >= env.max_fragments)[:, None]  # keep growing
+        cat = gfn.policy(env.to_graph(s), torch.ones(n), masks)
+        s = env.step(s, cat.sample(1.0, g))
+    return s
+
+
+@pytest.fixture
+def env():
+    return L.FragmentEnv(L.FragmentLibrary.default(), max_fragments=4)
+
+
+def brute_force_log_softmax(logits, masks, batches, num_graphs, scale):
+    """Per graph: gather its legal actions' logits with loops, times scale, log_softmax."""
+    out = [torch.full_like(l, float("-inf")) for l in logits]
+    for b in range(num_graphs):
+        entries = [(t, r, c) for t in range(len(logits)) for r in (batches[t] == b).nonzero().flatten().tolist()
+                   for c in range(logits[t].shape[1]) if masks[t][r, c]]
+        vals = torch.stack([logits[t][r, c] * scale[b] for t, r, c in entries])
+        for (t, r, c), v in zip(entries, torch.log_softmax(vals, 0)):
+            out[t][r, c] = v
+    return out
+
+
+@pytest.mark.parametrize("steps", [0, 1, 3])
+def test_logit_scaling_with_g_equal_beta_is_softmax_of_beta_times_logits(env, steps):
+    torch.manual_seed(1)
+    base = L.TemperatureGFlowNet.build(env, L.ModelConfig(hidden=32, num_layers=2, conditioning="none", logit_clip=0))
+    scaled = L.Policy(env.forward_action_types, base.policy.backbone, base.policy.heads, scaler=ReturnsBeta(), logit_clip=0)
+    s = random_states(env, 5, steps)
+    data, masks = env.to_graph(s), env.forward_masks(s)
+    beta = torch.tensor([0.5, 1.0, 3.0, 10.0, 40.0])
+    got = scaled(data, beta, masks).log_probs()
+    raw = base.policy.logits(data, beta)
+    batches = [element_batch(data, t.level) for t in env.forward_action_types]
+    want = brute_force_log_softmax(raw, masks, batches, len(s), beta)
+    for g, w in zip(got, want):
+        assert torch.equal(torch.isinf(g), torch.isinf(w))
+        torch.testing.assert_close(g[torch.isfinite(w)], w[torch.isfinite(w)], atol=1e-4, rtol=1e-4)
+
+
+def test_logit_mode_backbone_is_beta_free_and_scale_multiplies(env):
+    gfn = L.TemperatureGFlowNet.build(env, L.ModelConfig(hidden=32, num_layers=2, conditioning="logit", logit_clip=0))
+    s = random_states(env, 3, 2)
+    data = env.to_graph(s)
+    with torch.no_grad():
+        for p in gfn.policy.scaler.parameters():
+            p.normal_()
+        b1, b2 = torch.full((3,), 1.0), torch.full((3,), 7.0)
+        l1, l2 = gfn.policy.logits(data, b1), gfn.policy.logits(data, b2)
+        ratio = gfn.policy.scaler(b2) / gfn.policy.scaler(b1)
+    for x, y, t in zip(l1, l2, env.forward_action_types):
+        r = ratio[element_batch(data, t.level)][:, None]
+        torch.testing.assert_close(y, x * r, atol=1e-4, rtol=1e-4)
+
+
+def test_none_mode_ignores_beta_and_layer_mode_uses_it(env):
+    s = random_states(env, 3, 2)
+    data = env.to_graph(s)
+    for mode, same in [("none", True), ("layer", False)]:
+        gfn = L.TemperatureGFlowNet.build(env, L.ModelConfig(hidden=32, num_layers=2, conditioning=mode))
+        a = gfn.policy.logits(data, torch.full((3,), 1.0))
+        b = gfn.policy.logits(data, torch.full((3,), 9.0))
+        assert all(torch.allclose(x, y) for x, y in zip(a, b)) == same, mode
+
+
+def test_positive_scaler_starts_at_one_and_stays_positive():
+    sc = L.LogitScaler("positive")
+    beta = torch.tensor([0.1, 1.0, 10.0, 1000.0])
+    assert torch.equal(sc(beta), torch.ones(4))
+    with torch.no_grad():
+        for p in sc.parameters():
+            p.normal_(0, 5)
+    assert bool((sc(torch.logspace(-2, 4, 50)) > 0).all())
+
+
+def test_unconstrained_scaler_can_flip_sign():
+    torch.manual_seed(0)
+    sc = L.LogitScaler("unconstrained")
+    with torch.no_grad():
+        sc.mlp[-1].bias.fill_(-100.0)
+    assert bool((sc(torch.tensor([1.0, 2.0])) < 0).all())
+
+
+def test_scaled_logits_are_clamped(env):
+    gfn = L.TemperatureGFlowNet.build(env, L.ModelConfig(hidden=32, num_layers=1, logit_clip=5.0))
+    with torch.no_grad():
+        gfn.policy.scaler.mlp[-1].bias.fill_(1e3)  # scale ~ 1e3
+    data = env.to_graph(random_states(env, 2, 2))
+    for l in gfn.policy.logits(data, torch.ones(2)):
+        assert float(l.abs().max()) <= 5.0
+
+
+def test_custom_backbone_replaces_the_default(env):
+    """Any module with the documented signature (data, cond) -> (node, graph) plugs in."""
+    from torch_geometric.nn import GCNConv
+    from torch_geometric.utils import scatter
+
+    class MyGCN(nn.Module):
+        def __init__(self, node_dim, hidden):
+            super().__init__()
+            self.conv = GCNConv(node_dim, hidden)
+
+        def forward(self, data, cond=None):
+            h = self.conv(data.x, data.edge_index).relu()
+            return h, scatter(h, data.batch, 0, dim_size=data.num_graphs, reduce="sum")
+
+    policy = L.Policy(env.forward_action_types, MyGCN(env.node_dim, 16), L.nn.ActionHeads(env.forward_action_types, 16),
+                      scaler=L.LogitScaler())
+    gfn = L.TemperatureGFlowNet(policy, L.LogZ())
+    traj = L.sample_trajectories(gfn, env, torch.full((6,), 2.0), generator=torch.Generator().manual_seed(0))
+    assert bool((traj.terminal.n >= 1).all())
+    traj.log_pf.sum().backward()
+    assert policy.backbone.conv.lin.weight.grad is not None
+
+
+def test_unknown_mode_is_an_error():
+    with pytest.raises(ValueError, match="conditioning"):
+        L.ModelConfig(conditioning="temperature")
