@@ -93,6 +93,8 @@ class FragmentLibrary:
             raise FragmentLibraryError(f"fragment library file not found: {path}") from None
         except json.JSONDecodeError as e:
             raise FragmentLibraryError(f"{path}: not valid JSON (line {e.lineno}): {e.msg}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise FragmentLibraryError(f"{path}: cannot be read as a JSON text file ({type(e).__name__}: {e})") from None
         return cls(_parse_entries(raw, str(path)), name=str(path))
 
     @classmethod

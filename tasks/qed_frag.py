@@ -31,7 +31,7 @@ def make_task(library: str | None = None, max_fragments: int = 8):
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/qed_frag", help="output folder")
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--conditioning", default="logit", choices=L.policy.MODES)

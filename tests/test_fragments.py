@@ -203,9 +203,6 @@ def test_truncated_json_names_path_and_line(tmp_path):
     assert str(p) in msg and "line 3" in msg
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeDecodeError,
-                   reason="BUG: from_json lets UnicodeDecodeError escape for a binary (non-UTF-8) file "
-                          "instead of raising FragmentLibraryError naming the file")
 def test_binary_file_names_path(tmp_path):
     p = tmp_path / "lib.json"
     p.write_bytes(b"\xff\xfe\x00\x80 not a fragment library")

@@ -124,6 +124,8 @@ class FragmentEnv:
     def from_tree(self, frags: list[int], bonds: list[tuple[int, int, int, int]]) -> FragmentStates:
         """One state from its fragments and bonds (checked to be a tree on free stems)."""
         s = self.initial(1)
+        if any(not 0 <= f < self.F for f in frags):
+            raise ValueError(f"fragment indices {frags} must lie in [0, {self.F})")
         if len(frags) > self.max_fragments or len(bonds) != max(len(frags) - 1, 0):
             raise ValueError(f"a state needs at most {self.max_fragments} fragments and n - 1 bonds: {frags}, {bonds}")
         s.frag[0, : len(frags)] = torch.tensor(frags, dtype=torch.long)
@@ -189,8 +191,18 @@ class FragmentEnv:
         add_first = (n == 0)[:, None].expand(B, self.F)
         free = self.free_stems(states) & (n < self.max_fragments)[:, None, None]
         valid = torch.arange(N) < n[:, None]
-        attach = free[valid][:, :, None].expand(-1, self.S, self.T).reshape(-1, self.S * self.T)
-        return [stop, add_first, attach]
+        keep = self._keeps_growing(states).repeat_interleave(n, 0)  # [num_nodes, T]
+        attach = free[valid][:, :, None] & keep[:, None, :]
+        return [stop, add_first, attach.reshape(-1, self.S * self.T)]
+
+    def _keeps_growing(self, states: FragmentStates) -> Tensor:
+        """bool ``[B, T]``: attaching library stem ``t`` leaves a legal continuation.
+
+        Below ``min_fragments`` the tree must keep a free stem, or it could neither stop nor grow.
+        """
+        n_free = self.free_stems(states).sum((1, 2))
+        after = n_free[:, None] - 1 + (self._n_stems[self._stem_frag] - 1)[None, :]
+        return (states.n + 1 >= self.min_fragments)[:, None] | (after >= 1)
 
     def backward_masks(self, states: FragmentStates) -> list[Tensor]:
         """Legal backward actions: ``[remove [num_nodes, 1]]``, true on leaf fragments."""
@@ -283,12 +295,13 @@ class FragmentEnv:
         t, row, col = actions.unbind(1)
         n = states.n
         ok = torch.zeros_like(n, dtype=torch.bool)
-        ok |= (t == STOP) & (n >= self.min_fragments)
-        ok |= (t == ADD_FIRST) & (n == 0) & (col >= 0) & (col < self.F)
+        ok |= (t == STOP) & (n >= self.min_fragments) & (row == 0) & (col == 0)
+        ok |= (t == ADD_FIRST) & (n == 0) & (row == 0) & (col >= 0) & (col < self.F)
         free = self.free_stems(states)
         r, k = row.clamp(0, self.max_fragments - 1), (col // self.T).clamp(0, self.S - 1)
         ok |= ((t == ATTACH) & (n < self.max_fragments) & (row >= 0) & (row < n) & (col >= 0)
-               & (col < self.S * self.T) & free[torch.arange(len(states)), r, k])
+               & (col < self.S * self.T) & free[torch.arange(len(states)), r, k]
+               & self._keeps_growing(states).gather(1, (col % self.T).clamp_min(0)[:, None]).squeeze(1))
         if not bool(ok.all()):
             bad = (~ok).nonzero().flatten().tolist()
             raise ValueError(f"illegal forward actions for states {bad[:10]}: {actions[bad[:3]].tolist()}")
