@@ -42,7 +42,7 @@ class GraphActionCategorical:
     with segment operations over one flat vector; there is no loop over graphs.
 
     Masked actions get probability exactly 0 and gradient exactly 0. A graph with no unmasked
-    action is an error.
+    action is an error unless ``allow_empty`` (then it must not be sampled or queried).
 
     An action is a row ``(type, row, col)`` of a long tensor ``[num_graphs, 3]``, where ``row``
     is *local* to its graph (the node index inside that graph for node-level types, 0 for
@@ -53,9 +53,12 @@ class GraphActionCategorical:
         masks: per type, bool ``[n_t, w_t]``; ``True`` marks an allowed action.
         batch: per type, long ``[n_t]``, the graph of each row, sorted ascending.
         num_graphs: the number of graphs ``B``.
+        allow_empty: accept graphs with no legal action (e.g. initial states under a backward
+            policy).
     """
 
-    def __init__(self, logits: Sequence[Tensor], masks: Sequence[Tensor], batch: Sequence[Tensor], num_graphs: int):
+    def __init__(self, logits: Sequence[Tensor], masks: Sequence[Tensor], batch: Sequence[Tensor], num_graphs: int,
+                 allow_empty: bool = False):
         if not (len(logits) == len(masks) == len(batch)):
             raise ValueError("logits, masks and batch must have one entry per action type")
         self.num_graphs = B = int(num_graphs)
@@ -76,7 +79,7 @@ class GraphActionCategorical:
         self.flat_mask = torch.cat([m.reshape(-1) for m in masks])
         self.flat_batch = torch.cat([b.repeat_interleave(w) for b, w in zip(batch, self.widths)])
         n_valid = scatter(self.flat_mask.long(), self.flat_batch, dim=0, dim_size=B, reduce="sum")
-        if B and bool((n_valid == 0).any()):
+        if B and not allow_empty and bool((n_valid == 0).any()):
             bad = (n_valid == 0).nonzero().flatten().tolist()
             raise ValueError(f"graphs {bad[:10]} have every action masked; the environment offered no legal action")
         self.n_valid = n_valid  # [B]
@@ -90,18 +93,18 @@ class GraphActionCategorical:
                                           float("-inf"))
 
     # -- conversions between actions and flat positions -------------------------------------
-    def _flat_index(self, actions: Tensor) -> Tensor:
+    def _flat_index(self, actions: Tensor, graph: Tensor) -> Tensor:
         t, row, col = actions.unbind(-1)
-        graph = torch.arange(actions.shape[0], device=actions.device)
         grow = self.row_offsets[t, graph] + row
         return self.type_offsets[t] + grow * self.widths_t[t] + col
 
-    def _decode(self, flat: Tensor) -> Tensor:
+    def _decode(self, flat: Tensor, graph: Tensor | None = None) -> Tensor:
+        if graph is None:
+            graph = torch.arange(flat.shape[0], device=flat.device)
         t = torch.searchsorted(self.type_offsets, flat, right=True) - 1
         within = flat - self.type_offsets[t]
         grow = within // self.widths_t[t]
         col = within % self.widths_t[t]
-        graph = torch.arange(flat.shape[0], device=flat.device)
         return torch.stack([t, grow - self.row_offsets[t, graph], col], dim=-1)
 
     def _segment_argmax(self, scores: Tensor) -> Tensor:
@@ -114,23 +117,34 @@ class GraphActionCategorical:
         return scatter(torch.where(cand, pos, big), self.flat_batch, dim=0, dim_size=self.num_graphs, reduce="min")
 
     # -- the distribution ----------------------------------------------------------------------
-    def log_prob(self, actions: Tensor) -> Tensor:
-        """Log-probability of one action per graph. ``actions: [B, 3]`` -> ``[B]``."""
-        if actions.shape != (self.num_graphs, 3):
-            raise ValueError(f"actions must have shape [{self.num_graphs}, 3], got {tuple(actions.shape)}")
+    def log_prob(self, actions: Tensor, graph: Tensor | None = None) -> Tensor:
+        """Log-probability of actions. ``actions: [K, 3]`` of graphs ``graph [K]`` (default: one
+        action per graph, ``K = B``) -> ``[K]``."""
+        if graph is None:
+            if actions.shape != (self.num_graphs, 3):
+                raise ValueError(f"actions must have shape [{self.num_graphs}, 3], got {tuple(actions.shape)}")
+            graph = torch.arange(self.num_graphs, device=actions.device)
+        elif actions.shape != (graph.shape[0], 3):
+            raise ValueError(f"actions must have shape [{graph.shape[0]}, 3], got {tuple(actions.shape)}")
         t, row, col = actions.unbind(-1)
-        graph = torch.arange(self.num_graphs, device=actions.device)
         in_range = (t >= 0) & (t < len(self.widths)) & (row >= 0) & (col >= 0)
         tt = t.clamp(0, len(self.widths) - 1)
         in_range &= (row < self.row_counts[tt, graph]) & (col < self.widths_t[tt])
         if not bool(in_range.all()):
-            bad = (~in_range).nonzero().flatten().tolist()
-            raise ValueError(f"actions of graphs {bad[:10]} are out of range: {actions[bad[:3]].tolist()}")
-        flat = self._flat_index(actions)
+            bad = graph[~in_range].tolist()
+            raise ValueError(f"actions of graphs {bad[:10]} are out of range: {actions[~in_range][:3].tolist()}")
+        flat = self._flat_index(actions, graph)
         if bool((~self.flat_mask[flat]).any()):
-            bad = (~self.flat_mask[flat]).nonzero().flatten().tolist()
-            raise ValueError(f"actions of graphs {bad[:10]} are masked (illegal): {actions[bad[:3]].tolist()}")
+            bad = graph[~self.flat_mask[flat]].tolist()
+            raise ValueError(f"actions of graphs {bad[:10]} are masked (illegal): {actions[~self.flat_mask[flat]][:3].tolist()}")
         return self.flat_log_probs[flat]
+
+    def legal_actions(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Every legal action of every graph: ``(graph [A], actions [A, 3], log_prob [A])``,
+        grouped by action type."""
+        flat = self.flat_mask.nonzero().flatten()
+        graph = self.flat_batch[flat]
+        return graph, self._decode(flat, graph), self.flat_log_probs[flat]
 
     def log_probs(self) -> list[Tensor]:
         """Per type, the log-probabilities ``[n_t, w_t]`` (``-inf`` where masked)."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .envs import FragmentEnv
+from .envs import AtomEnv, FragmentEnv
 from .fragments import FragmentLibrary
 from .io import atomic_write
 from .policy import ModelConfig, TemperatureGFlowNet
@@ -21,18 +21,25 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, truncated, corrupted, or from an incompatible version or task."""
 
 
-def env_spec(env: FragmentEnv) -> dict:
+def env_spec(env) -> dict:
     """What is needed to rebuild the environment (and to tell two tasks apart)."""
+    if isinstance(env, AtomEnv):
+        return {"kind": "atom", "elements": list(env.elements), "max_atoms": env.max_atoms,
+                "ban_3ring_triple": env.ban_3ring_triple}
+    if not isinstance(env, FragmentEnv):
+        raise TypeError(f"cannot checkpoint an environment of type {type(env).__name__}")
     return {"kind": "fragment", "max_fragments": env.max_fragments, "min_fragments": env.min_fragments,
             "fragments": [(f.smiles, list(f.attachment_atoms)) for f in env.library.fragments]}
 
 
-def env_from_spec(spec: dict) -> FragmentEnv:
+def env_from_spec(spec: dict):
+    if spec.get("kind") == "atom":
+        return AtomEnv(spec["elements"], spec["max_atoms"], spec["ban_3ring_triple"])
     lib = FragmentLibrary.from_pairs([(s, a) for s, a in spec["fragments"]], name="checkpoint")
     return FragmentEnv(lib, spec["max_fragments"], spec["min_fragments"])
 
 
-def save_checkpoint(path: str | Path, gfn: TemperatureGFlowNet, env: FragmentEnv, step: int,
+def save_checkpoint(path: str | Path, gfn: TemperatureGFlowNet, env, step: int,
                     optimizer: torch.optim.Optimizer | None = None, generator: torch.Generator | None = None,
                     extra: dict | None = None) -> None:
     """Write a checkpoint atomically (temporary file, then rename)."""
@@ -66,7 +73,7 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
-def load_model(path: str | Path) -> tuple[TemperatureGFlowNet, FragmentEnv, dict]:
+def load_model(path: str | Path) -> tuple[TemperatureGFlowNet, object, dict]:
     """Rebuild the environment and model of a checkpoint. Returns ``(gfn, env, state)``."""
     state = load_checkpoint(path)
     env = env_from_spec(state["env"])

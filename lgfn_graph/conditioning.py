@@ -1,26 +1,61 @@
 """Conditioning on the inverse temperature ``beta``: logit scaler, layer embedding, log Z."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-ENCODINGS = ("raw", "log")
+ENCODINGS = ("raw", "log", "thermometer", "fourier")
 
 
 class BetaEncoding(nn.Module):
-    """``beta [B] -> features [B, 1]``: the raw value (as in the paper) or its logarithm."""
+    r"""Features of ``beta`` read by every MLP of beta.
 
-    def __init__(self, kind: str = "raw"):
+    * ``"raw"``: :math:`[\beta]` (as in the paper);
+    * ``"log"``: :math:`[\log\beta]`;
+    * ``"thermometer"``: ``dim`` units, unit :math:`k` is
+      :math:`\mathrm{clamp}((\log\beta - c_k) / \Delta, 0, 1)` for ``dim`` evenly spaced
+      :math:`c_k` over :math:`[\log\text{low}, \log\text{high}]` (a soft one-hot "level");
+    * ``"fourier"``: :math:`\sin` and :math:`\cos` of :math:`2^k \pi u` for ``k < dim / 2``,
+      with :math:`u = \log(\beta/\text{low}) / \log(\text{high}/\text{low})`.
+
+    The log scale makes the two expanded encodings resolve beta = 1 vs 2 as well as 1000 vs 2000.
+    Beyond ``[low, high]`` the thermometer saturates and the Fourier features wrap around.
+
+    Shapes:
+        - **input:** ``beta [B]``
+        - **output:** ``[B, self.dim]``
+    """
+
+    def __init__(self, kind: str = "raw", dim: int = 16, low: float = 1.0, high: float = 64.0):
         super().__init__()
         if kind not in ENCODINGS:
             raise ValueError(f"beta encoding must be one of {ENCODINGS}, got {kind!r}")
+        if kind in ("thermometer", "fourier") and not (0 < low < high and dim >= 2):
+            raise ValueError(f"{kind} encoding needs 0 < low < high and dim >= 2, got {low}, {high}, {dim}")
         self.kind = kind
-        self.dim = 1
+        self.dim = dim if kind in ("thermometer", "fourier") else 1
+        self.log_low, self.log_high = math.log(low), math.log(high)
+        if kind == "thermometer":
+            self.register_buffer("centres", torch.linspace(self.log_low, self.log_high, dim), persistent=False)
+        if kind == "fourier":
+            self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(dim // 2).float(), persistent=False)
+            self.dim = 2 * (dim // 2)
 
     def forward(self, beta: Tensor) -> Tensor:
         b = beta.float()[:, None]
-        return b.log() if self.kind == "log" else b
+        if self.kind == "raw":
+            return b
+        lb = b.log()
+        if self.kind == "log":
+            return lb
+        if self.kind == "thermometer":
+            gap = (self.log_high - self.log_low) / (self.dim - 1)
+            return ((lb - self.centres) / gap).clamp(0, 1)
+        u = (lb - self.log_low) / (self.log_high - self.log_low)
+        return torch.cat([torch.sin(u * self.freqs), torch.cos(u * self.freqs)], 1)
 
 
 def beta_mlp(encoding: BetaEncoding, hidden: int, out: int) -> nn.Sequential:
@@ -38,19 +73,19 @@ class LogitScaler(nn.Module):
             :math:`g \geq 10^{-6}` (the sign of the logits never flips). ``"unconstrained"``: the
             paper's plain MLP output, any sign.
         hidden: width of the MLP.
-        encoding: ``"raw"`` or ``"log"`` beta.
+        encoding: the features of beta (default: raw beta).
 
     Shapes:
         - **input:** ``beta [B]``
         - **output:** ``[B]``
     """
 
-    def __init__(self, kind: str = "positive", hidden: int = 32, encoding: str = "raw"):
+    def __init__(self, kind: str = "positive", hidden: int = 32, encoding: BetaEncoding | None = None):
         super().__init__()
         if kind not in ("positive", "unconstrained"):
             raise ValueError(f"LogitScaler kind must be 'positive' or 'unconstrained', got {kind!r}")
         self.kind = kind
-        self.mlp = beta_mlp(BetaEncoding(encoding), hidden, 1)
+        self.mlp = beta_mlp(encoding or BetaEncoding(), hidden, 1)
         if kind == "positive":
             nn.init.zeros_(self.mlp[-1].weight)
             nn.init.zeros_(self.mlp[-1].bias)
@@ -64,10 +99,10 @@ class LogitScaler(nn.Module):
 class BetaEmbedding(nn.Module):
     """Layer conditioning: ``beta [B] -> [B, dim]``, added inside the backbone."""
 
-    def __init__(self, dim: int, hidden: int = 32, encoding: str = "raw"):
+    def __init__(self, dim: int, hidden: int = 32, encoding: BetaEncoding | None = None):
         super().__init__()
         self.dim = dim
-        self.mlp = beta_mlp(BetaEncoding(encoding), hidden, dim)
+        self.mlp = beta_mlp(encoding or BetaEncoding(), hidden, dim)
 
     def forward(self, beta: Tensor) -> Tensor:
         return self.mlp(beta)
@@ -76,9 +111,9 @@ class BetaEmbedding(nn.Module):
 class LogZ(nn.Module):
     """:math:`\\log Z(\\beta)` as an MLP of beta. ``beta [B] -> [B]``."""
 
-    def __init__(self, hidden: int = 32, encoding: str = "raw"):
+    def __init__(self, hidden: int = 32, encoding: BetaEncoding | None = None):
         super().__init__()
-        self.mlp = beta_mlp(BetaEncoding(encoding), hidden, 1)
+        self.mlp = beta_mlp(encoding or BetaEncoding(), hidden, 1)
 
     def forward(self, beta: Tensor) -> Tensor:
         return self.mlp(beta).squeeze(-1)

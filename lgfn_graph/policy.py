@@ -7,26 +7,36 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch
 
 from .categorical import ActionType, GraphActionCategorical
-from .conditioning import BetaEmbedding, LogitScaler, LogZ
+from .conditioning import ENCODINGS, BetaEmbedding, BetaEncoding, LogitScaler, LogZ, beta_mlp
 from .nn import ActionHeads, GraphTransformer
-from .nn.heads import element_batch
+from .nn.heads import element_batch, mlp
 
 MODES = ("logit", "layer", "logit+layer", "none")
+BACKWARD_POLICIES = ("uniform", "learned")
 
 
 @dataclass
 class ModelConfig:
-    """Model size and temperature conditioning.
+    r"""Model size and temperature conditioning.
 
     Args:
         hidden, num_layers, heads, conv: the backbone (see :class:`GraphTransformer`).
         conditioning: ``"logit"`` (Logit-GFN), ``"layer"`` (beta embedding in the backbone),
             ``"logit+layer"`` or ``"none"`` (the policy ignores beta).
         scaler: ``"positive"`` or ``"unconstrained"`` (see :class:`LogitScaler`).
-        beta_encoding: ``"raw"`` or ``"log"``, for every MLP of beta.
+        beta_encoding: features of beta read by every MLP of beta: ``"raw"``, ``"log"``,
+            ``"thermometer"`` or ``"fourier"`` (see :class:`BetaEncoding`), the last two with
+            ``encoding_dim`` units over ``[encoding_low, encoding_high]``.
         logit_clip: scaled logits are clamped to ``[-logit_clip, logit_clip]`` (as in the
             official Logit-GFN code), which bounds every probability ratio by
             ``exp(2 * logit_clip)``; ``0`` disables the clamp.
+        backward_policy: ``"uniform"`` over legal backward actions, or ``"learned"`` (heads
+            on the shared backbone).
+        backward_conditioning: ``"logit"`` gives the learned backward policy its own logit
+            scaler; ``"none"`` does not. Layer conditioning reaches it through the shared
+            backbone when ``conditioning`` has it.
+        state_flow: add a state-flow head :math:`\log F(s, \beta)` (needed by detailed and
+            sub-trajectory balance).
     """
 
     hidden: int = 128
@@ -37,10 +47,44 @@ class ModelConfig:
     scaler: str = "positive"
     beta_encoding: str = "raw"
     logit_clip: float = 20.0
+    encoding_dim: int = 16
+    encoding_low: float = 1.0
+    encoding_high: float = 64.0
+    backward_policy: str = "uniform"
+    backward_conditioning: str = "none"
+    state_flow: bool = False
 
     def __post_init__(self):
-        if self.conditioning not in MODES:
-            raise ValueError(f"conditioning must be one of {MODES}, got {self.conditioning!r}")
+        for name, allowed in (("conditioning", MODES), ("beta_encoding", ENCODINGS),
+                              ("backward_policy", BACKWARD_POLICIES), ("backward_conditioning", ("logit", "none"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"ModelConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+    def encoding(self) -> BetaEncoding:
+        """A fresh beta encoding as configured."""
+        return BetaEncoding(self.beta_encoding, self.encoding_dim, self.encoding_low, self.encoding_high)
+
+
+def scaled_categorical(action_types: list[ActionType], logits: list[Tensor], data: Batch, scale: Tensor | None,
+                       logit_clip: float, masks: list[Tensor], allow_empty: bool = False) -> GraphActionCategorical:
+    """Multiply each graph's logits by ``scale [B]`` (if given), clamp, and mask.
+
+    ``logits`` and ``masks`` per type ``[n_t, width_t]``.
+    """
+    batches = [element_batch(data, t.level) for t in action_types]
+    return GraphActionCategorical(scale_logits(logits, batches, scale, logit_clip), masks, batches, data.num_graphs,
+                                  allow_empty=allow_empty)
+
+
+def scale_logits(logits: list[Tensor], batches: list[Tensor], scale: Tensor | None, logit_clip: float) -> list[Tensor]:
+    out = []
+    for l, b in zip(logits, batches):
+        if scale is not None:
+            l = l * scale[b][:, None]
+        if logit_clip:
+            l = l.clamp(-logit_clip, logit_clip)
+        out.append(l)
+    return out
 
 
 class Policy(nn.Module):
@@ -66,38 +110,105 @@ class Policy(nn.Module):
         self.beta_embedding = beta_embedding
         self.logit_clip = logit_clip
 
-    def logits(self, data: Batch, beta: Tensor) -> list[Tensor]:
-        """Scaled, clamped logits per action type, ``[n_t, width_t]``. ``beta: [B]``."""
+    def embed(self, data: Batch, beta: Tensor) -> tuple[Tensor, Tensor]:
+        """The backbone's ``(node [num_nodes, H], graph [B, H])`` embeddings. ``beta: [B]``."""
         cond = self.beta_embedding(beta) if self.beta_embedding is not None else None
-        node, graph = self.backbone(data, cond)
-        logits = self.heads(node, graph, data)
-        scale = self.scaler(beta) if self.scaler is not None else None
-        out = []
-        for t, l in zip(self.action_types, logits):
-            if scale is not None:
-                l = l * scale[element_batch(data, t.level)][:, None]
-            if self.logit_clip:
-                l = l.clamp(-self.logit_clip, self.logit_clip)
-            out.append(l)
-        return out
+        return self.backbone(data, cond)
 
-    def forward(self, data: Batch, beta: Tensor, masks: list[Tensor]) -> GraphActionCategorical:
-        """The action distribution of each graph. ``beta: [B]``; ``masks`` per type ``[n_t, width_t]``."""
+    def logits(self, data: Batch, beta: Tensor, embedding: tuple[Tensor, Tensor] | None = None) -> list[Tensor]:
+        """Scaled, clamped logits per action type, ``[n_t, width_t]``. ``beta: [B]``."""
+        node, graph = embedding if embedding is not None else self.embed(data, beta)
+        scale = self.scaler(beta) if self.scaler is not None else None
         batches = [element_batch(data, t.level) for t in self.action_types]
-        return GraphActionCategorical(self.logits(data, beta), masks, batches, data.num_graphs)
+        return scale_logits(self.heads(node, graph, data), batches, scale, self.logit_clip)
+
+    def forward(self, data: Batch, beta: Tensor, masks: list[Tensor],
+                embedding: tuple[Tensor, Tensor] | None = None) -> GraphActionCategorical:
+        """The action distribution of each graph. ``beta: [B]``; ``masks`` per type ``[n_t, width_t]``."""
+        node, graph = embedding if embedding is not None else self.embed(data, beta)
+        scale = self.scaler(beta) if self.scaler is not None else None
+        return scaled_categorical(self.action_types, self.heads(node, graph, data), data, scale, self.logit_clip, masks)
+
+
+class BackwardPolicy(nn.Module):
+    r"""A learned backward policy :math:`P_B(s \mid s', \beta)` on the forward policy's embeddings.
+
+    Args:
+        action_types: the environment's backward action types.
+        heads: module ``(node, graph, data) -> list of logits``, one per backward action type.
+        scaler: module ``beta [B] -> [B]`` (its own logit scaling), or ``None``.
+        logit_clip: clamp of the scaled logits (``0``: none).
+    """
+
+    def __init__(self, action_types: list[ActionType], heads: nn.Module, scaler: nn.Module | None = None,
+                 logit_clip: float = 20.0):
+        super().__init__()
+        self.action_types = list(action_types)
+        self.heads = heads
+        self.scaler = scaler
+        self.logit_clip = logit_clip
+
+    def forward(self, embedding: tuple[Tensor, Tensor], data: Batch, beta: Tensor,
+                masks: list[Tensor]) -> GraphActionCategorical:
+        """Backward action distribution of each graph; graphs with no legal backward action
+        (initial states) are allowed and must not be queried."""
+        node, graph = embedding
+        scale = self.scaler(beta) if self.scaler is not None else None
+        return scaled_categorical(self.action_types, self.heads(node, graph, data), data, scale, self.logit_clip,
+                                  masks, allow_empty=True)
+
+
+class StateFlow(nn.Module):
+    r""":math:`\log F(s, \beta) = a(\beta)\, f(s) + b(\beta)`, the state flow of detailed and
+    sub-trajectory balance.
+
+    :math:`f` reads the graph embedding; :math:`b` is an MLP of beta (the flows' beta-dependent
+    level, like :math:`\log Z(\beta)`); :math:`a` is a :class:`LogitScaler` when the model
+    scales logits (flows grow roughly like :math:`\beta \log R`), else 1.
+
+    Shapes:
+        - **input:** ``graph [B, H]``, ``beta [B]``
+        - **output:** ``[B]``
+    """
+
+    def __init__(self, hidden: int, scaler: nn.Module | None = None, encoding: BetaEncoding | None = None):
+        super().__init__()
+        self.head = mlp(hidden, hidden, 1)
+        self.scaler = scaler
+        self.offset = beta_mlp(encoding or BetaEncoding(), 32, 1)
+
+    def forward(self, graph: Tensor, beta: Tensor) -> Tensor:
+        f = self.head(graph).squeeze(-1)
+        if self.scaler is not None:
+            f = f * self.scaler(beta)
+        return f + self.offset(beta).squeeze(-1)
+
+
+@dataclass
+class StepOutput:
+    """The model at a batch of states: forward and (optional) backward distributions and
+    (optional) log state flows ``[B]``."""
+
+    forward: GraphActionCategorical
+    backward: GraphActionCategorical | None = None
+    log_flow: Tensor | None = None
 
 
 class TemperatureGFlowNet(nn.Module):
-    """A temperature-conditional GFlowNet: forward policy and :math:`\\log Z(\\beta)`.
+    r"""A temperature-conditional GFlowNet: forward policy, :math:`\log Z(\beta)`, and optionally
+    a learned backward policy and a state-flow head sharing the forward policy's backbone.
 
-    The backward policy is uniform over legal backward actions.
+    Without ``backward_policy`` the backward policy is uniform over legal backward actions.
     """
 
-    def __init__(self, policy: Policy, log_z: nn.Module, config: ModelConfig | None = None):
+    def __init__(self, policy: Policy, log_z: nn.Module, config: ModelConfig | None = None,
+                 backward_policy: BackwardPolicy | None = None, state_flow: StateFlow | None = None):
         super().__init__()
         self.policy = policy
         self.log_z = log_z
         self.config = config
+        self.backward_policy = backward_policy
+        self.state_flow = state_flow
 
     @classmethod
     def build(cls, env, config: ModelConfig | None = None) -> "TemperatureGFlowNet":
@@ -108,17 +219,41 @@ class TemperatureGFlowNet(nn.Module):
         backbone = GraphTransformer(env.node_dim, env.edge_dim, c.hidden, c.num_layers, c.heads, c.conv,
                                     cond_dim=c.hidden if layer else 0)
         policy = Policy(env.forward_action_types, backbone, ActionHeads(env.forward_action_types, c.hidden),
-                        scaler=LogitScaler(c.scaler, encoding=c.beta_encoding) if logit else None,
-                        beta_embedding=BetaEmbedding(c.hidden, encoding=c.beta_encoding) if layer else None,
+                        scaler=LogitScaler(c.scaler, encoding=c.encoding()) if logit else None,
+                        beta_embedding=BetaEmbedding(c.hidden, encoding=c.encoding()) if layer else None,
                         logit_clip=c.logit_clip)
-        return cls(policy, LogZ(encoding=c.beta_encoding), c)
+        backward = None
+        if c.backward_policy == "learned":
+            backward = BackwardPolicy(env.backward_action_types, ActionHeads(env.backward_action_types, c.hidden),
+                                      LogitScaler(c.scaler, encoding=c.encoding())
+                                      if c.backward_conditioning == "logit" else None, c.logit_clip)
+        flow = None
+        if c.state_flow:
+            flow = StateFlow(c.hidden, LogitScaler(c.scaler, encoding=c.encoding()) if logit else None, c.encoding())
+        return cls(policy, LogZ(encoding=c.encoding()), c, backward, flow)
+
+    def evaluate(self, data: Batch, beta: Tensor, forward_masks: list[Tensor],
+                 backward_masks: list[Tensor] | None = None) -> StepOutput:
+        """Every head at a batch of states with one backbone pass. ``beta: [B]``.
+
+        The backward distribution is computed when the model has a learned backward policy
+        and ``backward_masks`` are given; the flows when it has a state-flow head.
+        """
+        emb = self.policy.embed(data, beta)
+        out = StepOutput(self.policy(data, beta, forward_masks, embedding=emb))
+        if self.backward_policy is not None and backward_masks is not None:
+            out.backward = self.backward_policy(emb, data, beta, backward_masks)
+        if self.state_flow is not None:
+            out.log_flow = self.state_flow(emb[1], beta)
+        return out
 
     def config_dict(self) -> dict:
         return asdict(self.config) if self.config is not None else {}
 
     def parameter_groups(self, lr: float, lr_log_z: float) -> list[dict]:
-        """Optimizer groups: the policy at ``lr``, log Z at ``lr_log_z``."""
-        return [{"params": list(self.policy.parameters()), "lr": lr},
+        """Optimizer groups: log Z at ``lr_log_z``, everything else at ``lr``."""
+        z = {id(p) for p in self.log_z.parameters()}
+        return [{"params": [p for p in self.parameters() if id(p) not in z], "lr": lr},
                 {"params": list(self.log_z.parameters()), "lr": lr_log_z}]
 
 
@@ -127,4 +262,5 @@ def uniform_backward_log_prob(env, states) -> Tensor:
     return -env.num_parents(states).clamp_min(1).float().log()
 
 
-__all__ = ["ModelConfig", "Policy", "TemperatureGFlowNet", "uniform_backward_log_prob", "MODES"]
+__all__ = ["ModelConfig", "Policy", "BackwardPolicy", "StateFlow", "StepOutput", "TemperatureGFlowNet",
+           "uniform_backward_log_prob", "scaled_categorical", "MODES", "BACKWARD_POLICIES"]

@@ -81,3 +81,54 @@ def sample_trajectories(gfn: TemperatureGFlowNet, env, beta: Tensor, epsilon: fl
         states.append(s)
         done[idx[stop]] = True
     return Trajectories(states, torch.stack(actions), torch.stack(log_pf, 1), torch.stack(log_pb, 1), length, beta)
+
+
+@dataclass
+class Replay:
+    """The model's terms along stored trajectories, with gradients.
+
+    Attributes:
+        log_pf: ``[B, T]``, forward log-probabilities at the replay beta.
+        log_pb: ``[B, T]``, backward log-probabilities (learned or uniform; 0 for the stop).
+        log_flow: ``[B, T + 1]``, state flows :math:`\\log F(s_t, \\beta)` (0 where no state was
+            evaluated: column 0 and the terminal column belong to the loss), or ``None``.
+    """
+
+    log_pf: Tensor
+    log_pb: Tensor
+    log_flow: Tensor | None
+
+
+def replay(gfn: TemperatureGFlowNet, env, traj: Trajectories, beta: Tensor | None = None) -> Replay:
+    """Evaluate the model on every visited state of ``traj`` in one batched pass.
+
+    Trajectories may have been sampled at other betas (exploration) or come from data; the
+    result is at ``beta`` (``[B]``, default ``traj.beta``). With a learned backward policy,
+    ``log P_B(s_t | s_{t+1})`` is read at ``s_{t+1}``, a state of the same pass.
+    """
+    beta = traj.beta if beta is None else check_beta(beta)
+    B, T = traj.log_pf.shape
+    idx = [(traj.length > t).nonzero().flatten() for t in range(T)]
+    tt = torch.cat([torch.full_like(i, t) for t, i in enumerate(idx)])
+    ii = torch.cat(idx)
+    states = type(traj.states[0]).cat([traj.states[t][i] for t, i in enumerate(idx)])
+    actions = torch.cat([traj.actions[t, i] for t, i in enumerate(idx)])
+    learned = gfn.backward_policy is not None
+    if learned and not hasattr(env, "backward_actions"):
+        raise ValueError(f"a learned backward policy needs {type(env).__name__}.backward_actions(states, actions)")
+    out = gfn.evaluate(env.to_graph(states), beta[ii], env.forward_masks(states),
+                       env.backward_masks(states) if learned else None)
+    log_pf = torch.zeros(B, T, dtype=out.forward.flat_logits.dtype).index_put((ii, tt), out.forward.log_prob(actions))
+    if learned:
+        row = torch.full((T, B), -1, dtype=torch.long)
+        row[tt, ii] = torch.arange(ii.shape[0])
+        child = (tt >= 1).nonzero().flatten()  # rows reached by a non-stop action
+        parent = row[tt[child] - 1, ii[child]]
+        bwd = env.backward_actions(states[parent], actions[parent])
+        log_pb = torch.zeros_like(log_pf).index_put((ii[child], tt[child] - 1), out.backward.log_prob(bwd, child))
+    else:
+        log_pb = traj.log_pb
+    log_flow = None
+    if out.log_flow is not None:
+        log_flow = torch.zeros(B, T + 1, dtype=out.log_flow.dtype).index_put((ii, tt), out.log_flow)
+    return Replay(log_pf, log_pb, log_flow)

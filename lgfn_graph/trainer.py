@@ -1,4 +1,4 @@
-"""Online training with trajectory balance."""
+"""Online training with trajectory, detailed or sub-trajectory balance."""
 from __future__ import annotations
 
 import json
@@ -11,25 +11,37 @@ from tqdm.auto import tqdm
 
 from .betas import BetaSampler
 from .checkpoint import save_checkpoint
-from .losses import trajectory_balance
+from .losses import OBJECTIVES, detailed_balance, subtrajectory_balance, trajectory_balance
 from .policy import TemperatureGFlowNet
-from .rewards import RewardFn, log_reward
-from .sampler import sample_trajectories
+from .rewards import RewardFn, score_molecules
+from .sampler import Replay, Trajectories, replay, sample_trajectories
 
 
 @dataclass
 class TrainConfig:
-    """Online training settings.
+    r"""Online training settings.
 
     Args:
         steps: optimizer steps.
         batch_size: trajectories per step.
         lr, lr_log_z: Adam learning rates of the policy and of log Z(beta).
         epsilon: probability of a uniformly random legal action at each sampling step.
-        beta: the distribution training draws each trajectory's beta from.
+        beta: the distribution of the beta each trajectory is trained at (the loss's beta).
+        explore_beta: the distribution of the beta trajectories are *sampled* at; ``None``:
+            the training beta (on-policy). Annealing kinds follow training progress.
+        objective: ``"tb"`` (trajectory balance), ``"db"`` (detailed balance) or ``"subtb"``
+            (sub-trajectory balance with weight ``subtb_lambda``); the last two need a model
+            with a state-flow head (``ModelConfig(state_flow=True)``).
+        symmetry_correction: add the environment's ``log_reward_correction(x)`` to the target
+            when it has one (``log |Aut(x)|`` for fragment trees), so that the learned
+            distribution is :math:`\propto R(x)^\beta` over objects rather than over labelled
+            states.
         seed: seeds the model initialisation and every random draw of training.
         grad_clip: gradient-norm clip (``0``: none).
         log_reward_floor: rewards below it count as it (so ``log R`` stays finite).
+        on_invalid: a molecule that is invalid, or whose reward raises or is NaN, infinite or
+            negative: ``"raise"`` stops training with an error naming it; ``"floor"`` gives it
+            ``log_reward_floor`` and counts it in the ``invalid`` metric.
         checkpoint_every: steps between checkpoints (``0``: only at the end).
     """
 
@@ -39,10 +51,21 @@ class TrainConfig:
     lr_log_z: float = 1e-2
     epsilon: float = 0.05
     beta: BetaSampler = field(default_factory=lambda: BetaSampler(1.0, 32.0))
+    explore_beta: BetaSampler | None = None
+    objective: str = "tb"
+    subtb_lambda: float = 0.9
+    symmetry_correction: bool = True
     seed: int = 0
     grad_clip: float = 10.0
     log_reward_floor: float = 1e-8
+    on_invalid: str = "raise"
     checkpoint_every: int = 0
+
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"TrainConfig.objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.on_invalid not in ("raise", "floor"):
+            raise ValueError(f"TrainConfig.on_invalid must be 'raise' or 'floor', got {self.on_invalid!r}")
 
 
 class Trainer:
@@ -55,22 +78,33 @@ class Trainer:
     def __init__(self, env, gfn: TemperatureGFlowNet, reward: RewardFn, config: TrainConfig,
                  out_dir: str | Path | None = None):
         self.env, self.gfn, self.reward, self.config = env, gfn, reward, config
+        if config.objective != "tb" and gfn.state_flow is None:
+            raise ValueError(f"objective {config.objective!r} needs state flows: build the model with "
+                             "ModelConfig(state_flow=True)")
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.generator = torch.Generator().manual_seed(config.seed)
         self.optimizer = torch.optim.Adam(gfn.parameter_groups(config.lr, config.lr_log_z))
         self.step = 0
 
     def train_step(self) -> dict:
-        """One step: sample a batch, score it, back-propagate TB. Returns its metrics."""
+        """One step: sample a batch, score it, back-propagate the objective. Returns its metrics.
+
+        Trajectories are sampled without gradients (at the exploration beta), then the model is
+        evaluated on all their states in one batched pass at the training beta.
+        """
         c = self.config
         t0 = time.perf_counter()
-        beta = c.beta.sample(c.batch_size, self.generator)
-        traj = sample_trajectories(self.gfn, self.env, beta, c.epsilon, self.generator)
+        progress = self.step / max(c.steps, 1)
+        beta = c.beta.sample(c.batch_size, self.generator, progress)
+        explore = c.explore_beta.sample(c.batch_size, self.generator, progress) if c.explore_beta else beta
+        with torch.no_grad():
+            traj = sample_trajectories(self.gfn, self.env, explore, c.epsilon, self.generator)
         t1 = time.perf_counter()
         mols = [self.env.to_mol(traj.terminal, i) for i in range(len(traj))]
-        logr = log_reward(self.reward, mols, c.log_reward_floor)
+        scored = score_molecules(self.reward, mols, c.log_reward_floor, c.on_invalid)
+        logr = scored.log_reward
         t2 = time.perf_counter()
-        loss = trajectory_balance(self.gfn.log_z(beta), traj.log_pf, traj.log_pb, logr, beta).mean()
+        loss = self.loss(traj, replay(self.gfn, self.env, traj, beta), logr, beta).mean()
         self.optimizer.zero_grad()
         loss.backward()
         if c.grad_clip:
@@ -81,7 +115,22 @@ class Trainer:
             raise FloatingPointError(f"step {self.step}: the loss is {loss.item()}")
         return {"step": self.step, "loss": loss.item(), "mean_reward": logr.exp().mean().item(),
                 "mean_length": traj.length.float().mean().item(), "mean_beta": beta.mean().item(),
+                "invalid": int(scored.invalid.sum()),
                 "time_sample": t1 - t0, "time_reward": t2 - t1, "time_train": time.perf_counter() - t2}
+
+    def loss(self, traj: Trajectories, rep: Replay, log_r: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        """The configured objective of each trajectory, ``[B]``."""
+        c = self.config
+        sym = None
+        if c.symmetry_correction and hasattr(self.env, "log_reward_correction"):
+            sym = self.env.log_reward_correction(traj.terminal)
+        log_z = self.gfn.log_z(beta)
+        if c.objective == "tb":
+            return trajectory_balance(log_z, rep.log_pf, rep.log_pb, log_r, beta, sym)
+        if c.objective == "db":
+            return detailed_balance(log_z, rep.log_flow, rep.log_pf, rep.log_pb, log_r, beta, traj.length, sym)
+        return subtrajectory_balance(log_z, rep.log_flow, rep.log_pf, rep.log_pb, log_r, beta, traj.length,
+                                     c.subtb_lambda, sym)
 
     def train(self, progress: bool = True) -> list[dict]:
         """Run ``config.steps`` steps; returns the metrics of each."""

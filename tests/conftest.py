@@ -7,6 +7,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))  # so tests can import tasks/
+# Test models are tiny: one thread is as fast and does not thrash a shared 2-core machine.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,5 @@
 """Environments: states, legal actions and transitions, batched over states."""
+from .atom import AtomEnv, AtomStates
 from .fragment import FragmentEnv, FragmentStates
 
-__all__ = ["FragmentEnv", "FragmentStates"]
+__all__ = ["AtomEnv", "AtomStates", "FragmentEnv", "FragmentStates"]

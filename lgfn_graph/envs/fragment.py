@@ -1,6 +1,7 @@
 """Fragment-based molecule building: add a fragment at a free stem, or stop."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 import torch
@@ -321,10 +322,41 @@ class FragmentEnv:
         Nodes are labelled by fragment and bonds by the stems they use at both ends. The tree is
         rooted at its centre(s) (AHU canonical form). ``None`` if the bonds do not form a tree.
         """
+        codes = self._centre_codes(states, i)
+        return min(codes) if codes is not None else None
+
+    def log_automorphisms(self, states: FragmentStates) -> Tensor:
+        r"""``log |Aut(s)|`` of each state's labelled tree, ``[B]``.
+
+        Children of a fragment sit on distinct stems, so the only possible symmetry swaps the two
+        halves of a tree with two centres: ``|Aut| = 2`` when both halves read the same, else 1.
+        Balance over actions learns :math:`p(x) \propto R(x)/|\mathrm{Aut}(x)|` (Ma et al. 2023).
+        """
+        out = torch.zeros(len(states))
+        for i in range(len(states)):
+            codes = self._centre_codes(states, i)
+            if codes is not None and len(codes) == 2 and codes[0] == codes[1]:
+                out[i] = math.log(2.0)
+        return out
+
+    def log_reward_correction(self, states: FragmentStates) -> Tensor:
+        """What the trainer adds to ``beta * log R(x)`` so that balance over actions learns
+        ``R(x)^beta`` over objects: :meth:`log_automorphisms`, ``[B]``."""
+        return self.log_automorphisms(states)
+
+    def backward_actions(self, states: FragmentStates, actions: Tensor) -> Tensor:
+        """The backward action that undoes each non-stop forward action, ``[B, 3]``, in the
+        child's indexing: remove the fragment that ``add_first`` or ``attach`` placed (its node
+        index is the parent's fragment count)."""
+        return torch.stack([torch.full_like(states.n, REMOVE), states.n, torch.zeros_like(states.n)], 1)
+
+    def _centre_codes(self, states: FragmentStates, i: int) -> list[str] | None:
+        """The AHU code of state ``i`` rooted at each of its one or two centres; ``None`` if the
+        bonds do not form a tree."""
         frags, bonds = states.fragments(i), states.bonds(i)
         n = len(frags)
         if n == 0:
-            return "()"
+            return ["()"]
         adj: list[list[tuple[int, int, int]]] = [[] for _ in range(n)]
         for u, v, su, sv in bonds:
             adj[u].append((v, su, sv))
@@ -354,4 +386,4 @@ class FragmentEnv:
             kids = sorted(f"{s_self}-{s_kid}:{encode(kid, node)}" for kid, s_self, s_kid in adj[node] if kid != parent)
             return f"{frags[node]}({','.join(kids)})"
 
-        return min(encode(c, -1) for c in layer)
+        return [encode(c, -1) for c in layer]

@@ -1,0 +1,202 @@
+"""A proxy reward: a scikit-learn regressor on Morgan fingerprints, fitted to a user's scores.
+
+Measure a proxy's cross-validated accuracy on a CSV (and save it) from the command line::
+
+    python -m lgfn_graph.proxy data.csv --smiles-col Smiles --value-col "pChEMBL Value" --out proxy.joblib
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+import joblib
+import numpy as np
+import sklearn
+import torch
+from rdkit import Chem
+from rdkit.Chem import rdFingerprintGenerator
+from scipy.stats import spearmanr
+from sklearn.base import clone
+from sklearn.ensemble import RandomForestRegressor
+from sklearn.metrics import r2_score
+from sklearn.model_selection import KFold, cross_val_predict
+from torch import Tensor
+
+from .datasets import MoleculeDataset, read_molecule_csv
+from .io import atomic_write
+
+_FORMAT, _VERSION = "lgfn_graph.FingerprintProxy", 1
+TRANSFORMS = {"relu": lambda x: x.clamp_min(0), "softplus": torch.nn.functional.softplus, "exp": torch.exp}
+"""Output transforms of :meth:`FingerprintProxy.__call__`, by name."""
+
+
+class ProxyError(ValueError):
+    """A proxy cannot be fitted, used or loaded; the message names the file or molecule."""
+
+
+@dataclass(frozen=True)
+class CVReport:
+    """Accuracy of out-of-fold predictions in ``folds``-fold shuffled cross-validation
+    (``KFold(folds, shuffle=True, random_state=seed)``) over ``n`` molecules."""
+
+    rmse: float
+    r2: float
+    spearman: float
+    n: int
+    folds: int
+    seed: int
+
+    def __str__(self) -> str:
+        return (f"{self.folds}-fold CV on {self.n} molecules: RMSE {self.rmse:.3f}, R^2 {self.r2:.3f}, "
+                f"Spearman {self.spearman:.3f}")
+
+
+@lru_cache(maxsize=8)
+def _morgan(radius: int, n_bits: int):
+    return rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=n_bits)
+
+
+class FingerprintProxy:
+    """A regressor on Morgan fingerprints, usable as a reward: ``proxy(mols) -> [B]``.
+
+    Args:
+        estimator: any scikit-learn regressor instance (cloned by :meth:`fit`; its
+            ``random_state``, if it has one left at ``None``, is set to ``fit``'s seed). Default
+            ``RandomForestRegressor(n_estimators=200, max_features="sqrt", n_jobs=-1)``.
+        radius, n_bits: of the Morgan (ECFP-like) bit fingerprint, RDKit's ``MorganGenerator``.
+        transform: ``None`` or a name in :data:`TRANSFORMS` (``"relu"``, ``"softplus"``,
+            ``"exp"``), applied by ``__call__`` (not :meth:`predict`) so that a proxy of a
+            score that can be negative is a valid, non-negative reward. A proxy of pChEMBL
+            (about 3 to 11) is positive as it is.
+
+    Shapes: ``predict`` and ``__call__``: ``B`` molecules (RDKit or SMILES) ``-> [B]`` float32.
+
+    :meth:`save` and :meth:`load` use joblib (pickle): loading runs code from the file, so
+    load only files you trust.
+    """
+
+    def __init__(self, estimator=None, radius: int = 2, n_bits: int = 2048, transform: str | None = None):
+        if estimator is None:
+            estimator = RandomForestRegressor(n_estimators=200, max_features="sqrt", n_jobs=-1)
+        if isinstance(estimator, type) or not (hasattr(estimator, "fit") and hasattr(estimator, "predict")):
+            raise TypeError(f"estimator must be a scikit-learn regressor instance (e.g. "
+                            f"RandomForestRegressor()), got {estimator!r}")
+        if transform is not None and transform not in TRANSFORMS:
+            raise ValueError(f"transform must be None or one of {sorted(TRANSFORMS)}, got {transform!r}")
+        self.estimator, self.radius, self.n_bits, self.transform = estimator, radius, n_bits, transform
+        self.model = None
+        self.cv_report: CVReport | None = None
+
+    def featurize(self, mols: Sequence[Chem.Mol | str]) -> np.ndarray:
+        """Fingerprints ``[B, n_bits]`` uint8 of molecules or SMILES strings."""
+        gen = _morgan(self.radius, self.n_bits)
+        out = np.zeros((len(mols), self.n_bits), dtype=np.uint8)
+        for i, m in enumerate(mols):
+            mol = Chem.MolFromSmiles(m) if isinstance(m, str) else m
+            if mol is None:
+                raise ProxyError(f"molecule {i} is not a molecule: {m!r}")
+            out[i] = gen.GetFingerprintAsNumPy(mol)
+        return out
+
+    def fit(self, data: MoleculeDataset | Sequence[Chem.Mol | str], values: Sequence[float] | None = None,
+            cv: int | None = 5, seed: int = 0) -> "FingerprintProxy":
+        """Fit on a :class:`MoleculeDataset`, or on ``N`` molecules/SMILES and ``N`` values.
+
+        With ``cv >= 2`` first measures ``cv``-fold cross-validated RMSE, R^2 and Spearman
+        into :attr:`cv_report` (``cv=None`` skips it). Returns ``self``.
+        """
+        if isinstance(data, MoleculeDataset):
+            if values is not None:
+                raise ValueError("give values only with a list of molecules, not with a MoleculeDataset")
+            data, values = data.smiles, data.values
+        if values is None:
+            raise ValueError("fit needs values: one score per molecule")
+        y = np.asarray(values, dtype=np.float64)
+        if y.shape != (len(data),) or not np.isfinite(y).all():
+            raise ProxyError(f"fit needs {len(data)} finite values, got shape {y.shape} "
+                             f"with {int((~np.isfinite(y)).sum())} non-finite")
+        x = self.featurize(data)
+        est = clone(self.estimator)
+        if est.get_params().get("random_state", 0) is None:
+            est.set_params(random_state=seed)
+        if cv is not None:
+            if not 2 <= cv <= len(y):
+                raise ValueError(f"cv must be between 2 and the number of molecules ({len(y)}), got {cv}")
+            pred = cross_val_predict(est, x, y, cv=KFold(cv, shuffle=True, random_state=seed))
+            self.cv_report = CVReport(float(np.sqrt(np.mean((pred - y) ** 2))), float(r2_score(y, pred)),
+                                      float(spearmanr(y, pred).statistic), len(y), cv, seed)
+        self.model = est.fit(x, y)
+        return self
+
+    def predict(self, mols: Sequence[Chem.Mol | str]) -> Tensor:
+        """The regressor's raw predictions, ``B`` molecules ``-> [B]`` float32."""
+        if self.model is None:
+            raise ProxyError("this FingerprintProxy is not fitted: call fit() or FingerprintProxy.load()")
+        if len(mols) == 0:
+            return torch.zeros(0)
+        return torch.as_tensor(self.model.predict(self.featurize(mols)), dtype=torch.float32)
+
+    def __call__(self, mols: Sequence[Chem.Mol]) -> Tensor:
+        """The reward: :meth:`predict` passed through ``transform``, ``[B]``."""
+        r = self.predict(mols)
+        return r if self.transform is None else TRANSFORMS[self.transform](r)
+
+    def save(self, path: str | Path) -> None:
+        """Write the fitted proxy to ``path`` atomically (joblib, compressed)."""
+        if self.model is None:
+            raise ProxyError(f"cannot save an unfitted FingerprintProxy to {path}: call fit() first")
+        payload = {"format": _FORMAT, "version": _VERSION, "sklearn": sklearn.__version__, "model": self.model,
+                   "radius": self.radius, "n_bits": self.n_bits, "transform": self.transform,
+                   "cv_report": self.cv_report}
+        with atomic_write(path, "wb") as f:
+            joblib.dump(payload, f, compress=3)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FingerprintProxy":
+        """Read a proxy written by :meth:`save`. Only load files you trust (pickle runs code)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"proxy file not found: {path}")
+        try:
+            payload = joblib.load(path)
+        except Exception as e:  # unpickling a damaged file can raise almost anything
+            raise ProxyError(f"{path} is not a readable FingerprintProxy file (corrupt or truncated?): "
+                             f"{type(e).__name__}: {e}") from e
+        if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+            raise ProxyError(f"{path} is not a FingerprintProxy file: it holds a {type(payload).__name__}")
+        if payload.get("version") != _VERSION:
+            raise ProxyError(f"{path} is FingerprintProxy format version {payload.get('version')}; "
+                             f"this lgfn_graph reads version {_VERSION}")
+        proxy = cls(payload["model"], payload["radius"], payload["n_bits"], payload["transform"])
+        proxy.model, proxy.cv_report = payload["model"], payload["cv_report"]
+        return proxy
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Fit a random-forest proxy on a CSV, print its CV report, optionally save it."""
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("csv")
+    p.add_argument("--smiles-col", default="smiles")
+    p.add_argument("--value-col", default="value")
+    p.add_argument("--cv", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-estimators", type=int, default=200)
+    p.add_argument("--out", help="save the proxy fitted on all rows here")
+    a = p.parse_args(argv)
+    data = read_molecule_csv(a.csv, a.smiles_col, a.value_col, on_error="skip")
+    print(data.summary())
+    est = RandomForestRegressor(n_estimators=a.n_estimators, max_features="sqrt", n_jobs=-1)
+    proxy = FingerprintProxy(est).fit(data, cv=a.cv, seed=a.seed)
+    print(proxy.cv_report)
+    if a.out:
+        proxy.save(a.out)
+        print(f"saved {a.out}")
+
+
+__all__ = ["CVReport", "FingerprintProxy", "ProxyError", "TRANSFORMS"]
+
+if __name__ == "__main__":
+    main()
