@@ -4,8 +4,10 @@ Setting (the reference library's seh_frag defaults): the 72-fragment library, at
 fragments, batch 64, a 4-layer 128-wide graph transformer, trajectory balance. The reward is
 QED x SA (RDKit), timed separately.
 
-The floor is the network's own forward + backward over the same batch of graphs (all states of
-the step's trajectories in one PyG batch), timed in the same process.
+It times the library's own training step: sampling without gradients, reward, then one batched
+forward + backward over every visited state (``Trainer.collect`` and ``Trainer.update``). The
+floor is the network's own forward + backward over the same batch of graphs (all states of the
+step's trajectories in one PyG batch), timed in the same process.
 
     python benchmarks/train_step.py [--library PATH] [--steps 30] [--out benchmarks/results/train_step.md]
 """
@@ -22,43 +24,33 @@ import torch
 
 import lgfn_graph as L
 from lgfn_graph.envs import FragmentStates
-from lgfn_graph.losses import trajectory_balance
-from lgfn_graph.rewards import log_reward
 
 DEFAULT_LIB = Path(__file__).resolve().parents[2] / "shared" / "data" / "fragments" / "fragments_72.json"
 
 
 def time_mode(env, reward, mode: str, steps: int, warmup: int, batch: int) -> dict:
+    """Run the library's own training step (``Trainer.collect`` + ``Trainer.update``)."""
     torch.manual_seed(0)
     gfn = L.TemperatureGFlowNet.build(env, L.ModelConfig(hidden=128, num_layers=4, conditioning=mode))
-    opt = torch.optim.Adam(gfn.parameter_groups(5e-4, 1e-2))
-    gen = torch.Generator().manual_seed(0)
-    sampler = L.BetaSampler(1.0, 32.0)
+    trainer = L.Trainer(env, gfn, reward, L.TrainConfig(steps=warmup + steps, batch_size=batch, seed=0,
+                                                        beta=L.BetaSampler(1.0, 32.0)))
     tot = {"sample": 0.0, "reward": 0.0, "train": 0.0, "floor": 0.0, "states": 0, "trajs": 0}
     for it in range(warmup + steps):
-        t0 = time.perf_counter()
-        beta = sampler.sample(batch, gen)
-        traj = L.sample_trajectories(gfn, env, beta, 0.05, gen)
-        t1 = time.perf_counter()
-        mols = [env.to_mol(traj.terminal, i) for i in range(batch)]
-        logr = log_reward(reward, mols)
-        t2 = time.perf_counter()
-        loss = trajectory_balance(gfn.log_z(beta), traj.log_pf, traj.log_pb, logr, beta).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        t3 = time.perf_counter()
+        collected = trainer.collect()
+        m = trainer.update(collected)
+        traj = collected.trajectories
         # floor: one forward + backward of the network over every state this step visited
         visited = FragmentStates.cat([traj.states[t][(traj.length > t).nonzero().flatten()]
                                       for t in range(traj.actions.shape[0])])
-        vb = torch.repeat_interleave(beta, traj.length)
+        vb = torch.repeat_interleave(collected.beta, traj.length)
         data = env.to_graph(visited)
         t4 = time.perf_counter()
         sum(l.sum() for l in gfn.policy.logits(data, vb)).backward()
         t5 = time.perf_counter()
-        opt.zero_grad()
+        trainer.optimizer.zero_grad()
         if it >= warmup:
-            for k, v in zip(("sample", "reward", "train", "floor"), (t1 - t0, t2 - t1, t3 - t2, t5 - t4)):
+            for k, v in zip(("sample", "reward", "train", "floor"),
+                            (m["time_sample"], m["time_reward"], m["time_train"], t5 - t4)):
                 tot[k] += v
             tot["states"] += int(traj.length.sum())
             tot["trajs"] += batch
@@ -87,7 +79,7 @@ def main(argv=None):
     lines = [f"# Training step vs floor ({date.today()}, {platform.machine()}, {torch.get_num_threads()} threads, "
              f"torch {torch.__version__})", "",
              f"`python benchmarks/train_step.py --steps {a.steps}`: 72 fragments, max 9, batch {a.batch_size}, "
-             f"4x128 graph transformer, TB, reward QED x SA. Peak RSS {peak:.0f} MiB.", "",
+             f"4x128 graph transformer, TB, reward QED x SA; sampling without gradients, then one batched replay. Peak RSS {peak:.0f} MiB.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(f"{r[h]:.3f}" if isinstance(r[h], float) else str(r[h]) for h in head) + " |" for r in rows]
     logit = next(r for r in rows if r["mode"] == "logit")["step_s"]

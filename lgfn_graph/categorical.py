@@ -38,8 +38,10 @@ class GraphActionCategorical:
 
     Each action type :math:`t` contributes a logit matrix of shape ``[n_t, w_t]`` whose rows
     belong to graphs through ``batch[t]``. The distribution of graph :math:`b` is the softmax
-    over all unmasked entries of all types whose row belongs to :math:`b`. Everything is done
-    with segment operations over one flat vector; there is no loop over graphs.
+    over all unmasked entries of all types whose row belongs to :math:`b`. Work over the
+    ``w_t`` choices of a row is dense; only per-row summaries (``[n_t]``) go through segment
+    operations over graphs, so there is no loop over graphs and the large per-entry tensors
+    are never scattered.
 
     Masked actions get probability exactly 0 and gradient exactly 0. A graph with no unmasked
     action is an error unless ``allow_empty`` (then it must not be sampled or queried).
@@ -66,55 +68,52 @@ class GraphActionCategorical:
             if l.dim() != 2 or m.shape != l.shape or b.shape != l.shape[:1]:
                 raise ValueError(f"action type {t}: logits {tuple(l.shape)}, mask {tuple(m.shape)} "
                                  f"and batch {tuple(b.shape)} do not match")
+        self.logits, self.masks, self.batch = list(logits), list(masks), list(batch)
         self.widths = [int(l.shape[1]) for l in logits]
-        device = logits[0].device
-        sizes = [l.numel() for l in logits]
-        self.type_offsets = torch.tensor([0] + sizes, device=device).cumsum(0)  # [T + 1]
-        self.widths_t = torch.tensor(self.widths, device=device)
-        # first row of each graph, per type: [T, B]
+        self.dtype = logits[0].dtype
+        device = self.device = logits[0].device
         counts = torch.stack([torch.bincount(b, minlength=B)[:B] for b in batch]) if B else torch.zeros(len(batch), 0, dtype=torch.long, device=device)
-        self.row_offsets = counts.cumsum(1) - counts
+        self.row_offsets = counts.cumsum(1) - counts  # first row of each graph, per type: [T, B]
         self.row_counts = counts  # [T, B]
-        self.flat_logits = torch.cat([l.reshape(-1) for l in logits])
-        self.flat_mask = torch.cat([m.reshape(-1) for m in masks])
-        self.flat_batch = torch.cat([b.repeat_interleave(w) for b, w in zip(batch, self.widths)])
-        n_valid = scatter(self.flat_mask.long(), self.flat_batch, dim=0, dim_size=B, reduce="sum")
-        if B and not allow_empty and bool((n_valid == 0).any()):
-            bad = (n_valid == 0).nonzero().flatten().tolist()
+        self.n_valid = self._per_graph([m.sum(1) for m in masks], "sum")  # [B]
+        if B and not allow_empty and bool((self.n_valid == 0).any()):
+            bad = (self.n_valid == 0).nonzero().flatten().tolist()
             raise ValueError(f"graphs {bad[:10]} have every action masked; the environment offered no legal action")
-        self.n_valid = n_valid  # [B]
-        masked = torch.where(self.flat_mask, self.flat_logits, float("-inf"))
-        # subtract a detached per-graph max for a stable log-sum-exp
-        gmax = scatter(masked.detach(), self.flat_batch, dim=0, dim_size=B, reduce="max")
+        self.masked = [l.masked_fill(~m, float("-inf")) for l, m in zip(logits, masks)]
+        self.log_norm = self._log_norm()  # [B]
+
+    # -- per-row summaries reduced over graphs -------------------------------------------------
+    def _per_graph(self, rows: list[Tensor], reduce: str) -> Tensor:
+        """Reduce per-row values (per type ``[n_t]``) to per-graph ``[B]``."""
+        return scatter(torch.cat(rows), torch.cat(self.batch), dim=0, dim_size=self.num_graphs, reduce=reduce)
+
+    def _log_norm(self) -> Tensor:
+        """Per-graph log-sum-exp of the unmasked logits, ``[B]``."""
+        # subtract a detached per-graph max from every entry, for a stable and exact log-sum-exp
+        row_max = [x.detach().amax(1) if x.shape[1] else x.new_empty(0) for x in self.masked]
+        gmax = self._per_graph(row_max, "max")
         gmax = torch.where(torch.isfinite(gmax), gmax, torch.zeros_like(gmax))
-        sum_exp = scatter((masked - gmax[self.flat_batch]).exp(), self.flat_batch, dim=0, dim_size=B, reduce="sum")
-        self.log_norm = sum_exp.log() + gmax  # [B]
-        self.flat_log_probs = torch.where(self.flat_mask, self.flat_logits - self.log_norm[self.flat_batch],
-                                          float("-inf"))
+        sums = self._per_graph([(x - gmax[b][:, None]).exp().sum(1) for x, b in zip(self.masked, self.batch)], "sum")
+        # a graph with no legal action (allow_empty) gets 0, not log 0, so no NaN gradient flows back
+        return torch.where(self.n_valid > 0, sums, torch.ones_like(sums)).log() + gmax
 
-    # -- conversions between actions and flat positions -------------------------------------
-    def _flat_index(self, actions: Tensor, graph: Tensor) -> Tensor:
-        t, row, col = actions.unbind(-1)
-        grow = self.row_offsets[t, graph] + row
-        return self.type_offsets[t] + grow * self.widths_t[t] + col
-
-    def _decode(self, flat: Tensor, graph: Tensor | None = None) -> Tensor:
-        if graph is None:
-            graph = torch.arange(flat.shape[0], device=flat.device)
-        t = torch.searchsorted(self.type_offsets, flat, right=True) - 1
-        within = flat - self.type_offsets[t]
-        grow = within // self.widths_t[t]
-        col = within % self.widths_t[t]
-        return torch.stack([t, grow - self.row_offsets[t, graph], col], dim=-1)
-
-    def _segment_argmax(self, scores: Tensor) -> Tensor:
-        """Flat position of the largest unmasked score of each graph: ``[B]``."""
-        scores = torch.where(self.flat_mask, scores, float("-inf"))
-        best = scatter(scores, self.flat_batch, dim=0, dim_size=self.num_graphs, reduce="max")
-        pos = torch.arange(scores.shape[0], device=scores.device)
-        cand = self.flat_mask & (scores == best[self.flat_batch])
-        big = torch.full_like(pos, scores.shape[0])
-        return scatter(torch.where(cand, pos, big), self.flat_batch, dim=0, dim_size=self.num_graphs, reduce="min")
+    def _best(self, scores: list[Tensor]) -> Tensor:
+        """The action with the largest score in each graph, ``[B, 3]``. ``scores`` per type
+        ``[n_t, w_t]``, ``-inf`` where masked."""
+        row_best, row_col = zip(*[x.max(1) if x.shape[0] else (x.new_empty(0), x.new_empty(0, dtype=torch.long))
+                                  for x in scores])
+        val = torch.cat(row_best)
+        b = torch.cat(self.batch)
+        best = scatter(val, b, dim=0, dim_size=self.num_graphs, reduce="max")
+        pos = torch.arange(val.shape[0], device=val.device)
+        cand = (val == best[b]) & torch.isfinite(val)
+        win = scatter(torch.where(cand, pos, torch.full_like(pos, val.shape[0])), b, dim=0,
+                      dim_size=self.num_graphs, reduce="min").clamp_max(max(val.shape[0] - 1, 0))
+        sizes = torch.tensor([x.shape[0] for x in scores], device=val.device)
+        t = torch.searchsorted(sizes.cumsum(0), win, right=True)
+        row = win - (sizes.cumsum(0) - sizes)[t]
+        graph = torch.arange(self.num_graphs, device=val.device)
+        return torch.stack([t, row - self.row_offsets[t, graph], torch.cat(row_col)[win]], dim=-1)
 
     # -- the distribution ----------------------------------------------------------------------
     def log_prob(self, actions: Tensor, graph: Tensor | None = None) -> Tensor:
@@ -127,29 +126,41 @@ class GraphActionCategorical:
         elif actions.shape != (graph.shape[0], 3):
             raise ValueError(f"actions must have shape [{graph.shape[0]}, 3], got {tuple(actions.shape)}")
         t, row, col = actions.unbind(-1)
+        widths = torch.tensor(self.widths, device=actions.device)
         in_range = (t >= 0) & (t < len(self.widths)) & (row >= 0) & (col >= 0)
         tt = t.clamp(0, len(self.widths) - 1)
-        in_range &= (row < self.row_counts[tt, graph]) & (col < self.widths_t[tt])
+        in_range &= (row < self.row_counts[tt, graph]) & (col < widths[tt])
         if not bool(in_range.all()):
-            bad = graph[~in_range].tolist()
-            raise ValueError(f"actions of graphs {bad[:10]} are out of range: {actions[~in_range][:3].tolist()}")
-        flat = self._flat_index(actions, graph)
-        if bool((~self.flat_mask[flat]).any()):
-            bad = graph[~self.flat_mask[flat]].tolist()
-            raise ValueError(f"actions of graphs {bad[:10]} are masked (illegal): {actions[~self.flat_mask[flat]][:3].tolist()}")
-        return self.flat_log_probs[flat]
+            raise ValueError(f"actions of graphs {graph[~in_range][:10].tolist()} are out of range: "
+                             f"{actions[~in_range][:3].tolist()}")
+        out = torch.empty(actions.shape[0], dtype=self.dtype, device=actions.device)
+        legal = torch.empty(actions.shape[0], dtype=torch.bool, device=actions.device)
+        for k, (l, m) in enumerate(zip(self.logits, self.masks)):
+            sel = (t == k).nonzero().flatten()
+            if sel.numel():
+                r = self.row_offsets[k, graph[sel]] + row[sel]
+                out = out.index_put((sel,), l[r, col[sel]] - self.log_norm[graph[sel]])
+                legal[sel] = m[r, col[sel]]
+        if not bool(legal.all()):
+            raise ValueError(f"actions of graphs {graph[~legal][:10].tolist()} are masked (illegal): "
+                             f"{actions[~legal][:3].tolist()}")
+        return out
+
+    def log_probs(self) -> list[Tensor]:
+        """Per type, the log-probabilities ``[n_t, w_t]`` (``-inf`` where masked)."""
+        return [x - self.log_norm[b][:, None] for x, b in zip(self.masked, self.batch)]
 
     def legal_actions(self) -> tuple[Tensor, Tensor, Tensor]:
         """Every legal action of every graph: ``(graph [A], actions [A, 3], log_prob [A])``,
         grouped by action type."""
-        flat = self.flat_mask.nonzero().flatten()
-        graph = self.flat_batch[flat]
-        return graph, self._decode(flat, graph), self.flat_log_probs[flat]
-
-    def log_probs(self) -> list[Tensor]:
-        """Per type, the log-probabilities ``[n_t, w_t]`` (``-inf`` where masked)."""
-        out = self.flat_log_probs.split([int(x) for x in self.type_offsets.diff()])
-        return [o.view(-1, w) for o, w in zip(out, self.widths)]
+        graphs, actions, lps = [], [], []
+        for k, (lp, m, b) in enumerate(zip(self.log_probs(), self.masks, self.batch)):
+            r, c = m.nonzero(as_tuple=True)
+            g = b[r]
+            graphs.append(g)
+            actions.append(torch.stack([torch.full_like(r, k), r - self.row_offsets[k, g], c], 1))
+            lps.append(lp[r, c])
+        return torch.cat(graphs), torch.cat(actions), torch.cat(lps)
 
     def sample(self, epsilon: float | Tensor = 0.0, generator: torch.Generator | None = None) -> Tensor:
         """Draw one action per graph (Gumbel-max), ``[B, 3]``.
@@ -157,26 +168,32 @@ class GraphActionCategorical:
         With probability ``epsilon`` (a float or a ``[B]`` tensor) a graph's action is drawn
         uniformly among its legal actions instead of from the policy.
         """
-        logits = self.flat_logits.detach()
-        # Gumbel noise -log(-log U); torch.rand is ~5x faster than exponential_ on CPU
-        u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype, device=logits.device)
-        gumbel = -torch.log(-torch.log(u.clamp(1e-12, 1.0 - 1e-7)))
-        eps = torch.as_tensor(epsilon, dtype=logits.dtype, device=logits.device).expand(self.num_graphs)
+        eps = torch.as_tensor(epsilon, dtype=self.dtype, device=self.device).expand(self.num_graphs)
+        uniform = None
         if bool((eps > 0).any()):
-            uniform = torch.rand(self.num_graphs, generator=generator, device=logits.device) < eps
-            logits = torch.where(uniform[self.flat_batch], torch.zeros_like(logits), logits)
-        return self._decode(self._segment_argmax(logits + gumbel))
+            uniform = torch.rand(self.num_graphs, generator=generator, device=self.device) < eps
+        scores = []
+        for x, m, b in zip(self.masked, self.masks, self.batch):
+            x = x.detach()
+            if uniform is not None:
+                x = torch.where(uniform[b][:, None] & m, torch.zeros_like(x), x)
+            # Gumbel noise -log(-log U); torch.rand is ~5x faster than exponential_ on CPU
+            u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+            scores.append(x - torch.log(-torch.log(u.clamp(1e-12, 1.0 - 1e-7))))
+        return self._best(scores)
 
     def argmax(self) -> Tensor:
         """The most probable action of each graph, ``[B, 3]``."""
-        return self._decode(self._segment_argmax(self.flat_logits.detach()))
+        return self._best([x.detach() for x in self.masked])
 
     def entropy(self) -> Tensor:
         """Entropy of each graph's distribution, ``[B]``."""
-        lp = self.flat_log_probs
-        plogp = torch.where(self.flat_mask, lp.exp() * lp, torch.zeros_like(lp))
-        return -scatter(plogp, self.flat_batch, dim=0, dim_size=self.num_graphs, reduce="sum")
+        rows = []
+        for lp, m in zip(self.log_probs(), self.masks):
+            lp = torch.where(m, lp, torch.zeros_like(lp))  # no -inf, so no NaN gradient through exp * lp
+            rows.append(torch.where(m, lp.exp() * lp, torch.zeros_like(lp)).sum(1))
+        return -self._per_graph(rows, "sum")
 
     def uniform_log_prob(self) -> Tensor:
         """Log-probability of any legal action under the uniform policy, ``[B]``."""
-        return -self.n_valid.to(self.flat_logits.dtype).log()
+        return -self.n_valid.to(self.dtype).log()

@@ -118,7 +118,7 @@ def replay(gfn: TemperatureGFlowNet, env, traj: Trajectories, beta: Tensor | Non
         raise ValueError(f"a learned backward policy needs {type(env).__name__}.backward_actions(states, actions)")
     out = gfn.evaluate(env.to_graph(states), beta[ii], env.forward_masks(states),
                        env.backward_masks(states) if learned else None)
-    log_pf = torch.zeros(B, T, dtype=out.forward.flat_logits.dtype).index_put((ii, tt), out.forward.log_prob(actions))
+    log_pf = torch.zeros(B, T, dtype=out.forward.dtype).index_put((ii, tt), out.forward.log_prob(actions))
     if learned:
         row = torch.full((T, B), -1, dtype=torch.long)
         row[tt, ii] = torch.arange(ii.shape[0])

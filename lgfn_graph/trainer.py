@@ -68,6 +68,18 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.on_invalid must be 'raise' or 'floor', got {self.on_invalid!r}")
 
 
+@dataclass
+class Collected:
+    """A scored batch: trajectories, their training betas ``[B]`` and ``log R(x)`` ``[B]``."""
+
+    trajectories: Trajectories
+    beta: torch.Tensor
+    log_reward: torch.Tensor
+    invalid: int
+    time_sample: float
+    time_reward: float
+
+
 class Trainer:
     """Samples trajectories, scores them and takes trajectory-balance steps.
 
@@ -87,11 +99,11 @@ class Trainer:
         self.step = 0
 
     def train_step(self) -> dict:
-        """One step: sample a batch, score it, back-propagate the objective. Returns its metrics.
+        """One step: :meth:`collect` a batch, then :meth:`update` on it. Returns its metrics."""
+        return self.update(self.collect())
 
-        Trajectories are sampled without gradients (at the exploration beta), then the model is
-        evaluated on all their states in one batched pass at the training beta.
-        """
+    def collect(self) -> Collected:
+        """Sample a batch of trajectories without gradients (at the exploration beta) and score it."""
         c = self.config
         t0 = time.perf_counter()
         progress = self.step / max(c.steps, 1)
@@ -102,8 +114,14 @@ class Trainer:
         t1 = time.perf_counter()
         mols = [self.env.to_mol(traj.terminal, i) for i in range(len(traj))]
         scored = score_molecules(self.reward, mols, c.log_reward_floor, c.on_invalid)
-        logr = scored.log_reward
-        t2 = time.perf_counter()
+        return Collected(traj, beta, scored.log_reward, int(scored.invalid.sum()), t1 - t0, time.perf_counter() - t1)
+
+    def update(self, batch: Collected) -> dict:
+        """Evaluate the model on all the batch's states in one pass at the training beta, and take
+        one optimizer step on the objective. Returns the step's metrics."""
+        c = self.config
+        t0 = time.perf_counter()
+        traj, beta, logr = batch.trajectories, batch.beta, batch.log_reward
         loss = self.loss(traj, replay(self.gfn, self.env, traj, beta), logr, beta).mean()
         self.optimizer.zero_grad()
         loss.backward()
@@ -115,8 +133,8 @@ class Trainer:
             raise FloatingPointError(f"step {self.step}: the loss is {loss.item()}")
         return {"step": self.step, "loss": loss.item(), "mean_reward": logr.exp().mean().item(),
                 "mean_length": traj.length.float().mean().item(), "mean_beta": beta.mean().item(),
-                "invalid": int(scored.invalid.sum()),
-                "time_sample": t1 - t0, "time_reward": t2 - t1, "time_train": time.perf_counter() - t2}
+                "invalid": batch.invalid, "time_sample": batch.time_sample, "time_reward": batch.time_reward,
+                "time_train": time.perf_counter() - t0}
 
     def loss(self, traj: Trajectories, rep: Replay, log_r: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
         """The configured objective of each trajectory, ``[B]``."""

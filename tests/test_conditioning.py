@@ -128,6 +128,8 @@ def test_every_objective_trains_with_a_learned_backward_policy(objective):
     h = L.Trainer(env, gfn, L.QED(), cfg).train(progress=False)
     assert all(math.isfinite(m["loss"]) for m in h)
     assert any(not torch.equal(b, p) for b, p in zip(before, gfn.backward_policy.parameters()))
+    # initial states have no backward action: their empty distribution must not leak NaN gradients
+    assert all(bool(torch.isfinite(p).all()) for p in gfn.parameters())
 
 
 def test_flow_objectives_need_a_state_flow_head():
