@@ -1,34 +1,42 @@
 """lgfn_graph: temperature-conditional GFlowNets with logit scaling on PyTorch Geometric."""
-from . import exact
+from . import distributed, exact, metrics
 from .betas import BETA_DISTRIBUTIONS, BetaSampler, check_beta
 from .categorical import ActionType, GraphActionCategorical
+from .buffer import ReplayBuffer
 from .checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from .conditioning import BetaEmbedding, BetaEncoding, LogitScaler, LogZ
+from .config import ConfigError, EvalConfig, RunConfig, from_dict, load_config, to_dict
 from .datasets import DatasetError, MoleculeDataset, RowIssue, read_molecule_csv
 from .envs import AtomEnv, AtomStates, FragmentEnv, FragmentStates
 from .evaluate import sample_molecules, temperature_sweep
 from .fragments import Fragment, FragmentLibrary, FragmentLibraryError
 from .losses import OBJECTIVES, detailed_balance, subtrajectory_balance, trajectory_balance
 from .policy import BackwardPolicy, ModelConfig, Policy, StateFlow, TemperatureGFlowNet
+from .metrics import ModeTracker, correlations, log_likelihood, temperature_response, top_k_diversity, top_k_reward
 from .rewards import (QED, LogP, MolecularWeightWindow, Product, RewardError, RewardFn, RewardResult, SmilesReward,
                       SyntheticAccessibility, WeightedSum, Window, log_reward, qed_sa, score_molecules)
-from .sampler import Replay, Trajectories, replay, sample_trajectories
+from .sampledb import SampleDB
+from .sampler import Replay, Trajectories, replay, sample_backward_trajectories, sample_trajectories
 from .seh_proxy import SEHProxy, SEHProxyError, SEHReward, WeightsUnavailableError, load_seh_proxy
-from .trainer import TrainConfig, Trainer
+from .task import TASKS, TaskConfig, build_task
+from .trainer import Objective, TrainConfig, Trainer
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ActionType", "AtomEnv", "AtomStates", "BETA_DISTRIBUTIONS", "BackwardPolicy", "BetaEmbedding", "BetaEncoding",
-    "BetaSampler", "CheckpointError", "DatasetError", "Fragment", "FragmentEnv", "FragmentLibrary",
-    "FragmentLibraryError", "FragmentStates", "GraphActionCategorical", "LogP", "LogZ", "LogitScaler",
-    "ModelConfig", "MolecularWeightWindow", "MoleculeDataset", "OBJECTIVES", "Policy", "Product", "QED", "Replay",
-    "RewardError", "RewardFn", "RewardResult", "RowIssue", "SEHProxy", "SEHProxyError", "SEHReward", "SmilesReward",
-    "StateFlow", "SyntheticAccessibility", "TemperatureGFlowNet", "TrainConfig", "Trainer", "Trajectories",
-    "WeightedSum", "WeightsUnavailableError", "Window", "check_beta", "detailed_balance", "exact", "load_checkpoint",
-    "load_model", "load_seh_proxy", "log_reward", "qed_sa", "read_molecule_csv", "replay", "sample_molecules",
-    "sample_trajectories", "save_checkpoint", "score_molecules", "subtrajectory_balance", "temperature_sweep",
-    "trajectory_balance",
+    "ActionType", "AtomEnv", "AtomStates", "BackwardPolicy", "BETA_DISTRIBUTIONS", "BetaEmbedding", "BetaEncoding",
+    "BetaSampler", "build_task", "check_beta", "CheckpointError", "ConfigError", "correlations", "DatasetError",
+    "detailed_balance", "distributed", "EvalConfig", "exact", "Fragment", "FragmentEnv", "FragmentLibrary",
+    "FragmentLibraryError", "FragmentStates", "from_dict", "GraphActionCategorical", "load_checkpoint",
+    "load_config", "load_model", "load_seh_proxy", "log_likelihood", "log_reward", "LogitScaler", "LogP", "LogZ",
+    "metrics", "ModelConfig", "ModeTracker", "MolecularWeightWindow", "MoleculeDataset", "Objective", "OBJECTIVES",
+    "Policy", "Product", "QED", "qed_sa", "read_molecule_csv", "Replay", "replay", "ReplayBuffer", "RewardError",
+    "RewardFn", "RewardResult", "RowIssue", "RunConfig", "sample_backward_trajectories", "sample_molecules",
+    "sample_trajectories", "SampleDB", "save_checkpoint", "score_molecules", "SEHProxy", "SEHProxyError",
+    "SEHReward", "SmilesReward", "StateFlow", "subtrajectory_balance", "SyntheticAccessibility", "TaskConfig",
+    "TASKS", "temperature_response", "temperature_sweep", "TemperatureGFlowNet", "to_dict", "top_k_diversity",
+    "top_k_reward", "TrainConfig", "Trainer", "Trajectories", "trajectory_balance", "WeightedSum",
+    "WeightsUnavailableError", "Window",
 ]
 
 

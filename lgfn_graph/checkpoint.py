@@ -1,6 +1,7 @@
 """Checkpoints: model, optimizer, generator states and the task spec, saved atomically."""
 from __future__ import annotations
 
+import hashlib
 import io
 import pickle
 import zipfile
@@ -14,7 +15,7 @@ from .io import atomic_write
 from .policy import ModelConfig, TemperatureGFlowNet
 
 FORMAT = "lgfn_graph.checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the payload is stored with its SHA-256
 
 
 class CheckpointError(RuntimeError):
@@ -41,36 +42,75 @@ def env_from_spec(spec: dict):
 
 def save_checkpoint(path: str | Path, gfn: TemperatureGFlowNet, env, step: int,
                     optimizer: torch.optim.Optimizer | None = None, generator: torch.Generator | None = None,
-                    extra: dict | None = None) -> None:
-    """Write a checkpoint atomically (temporary file, then rename)."""
+                    extra: dict | None = None, training: dict | None = None) -> None:
+    """Write a checkpoint atomically (temporary file, then rename), with a checksum.
+
+    Args:
+        gfn, env, step: the model, its environment (rebuilt on load) and the training step.
+        optimizer, generator: their states, for an exact resume.
+        extra: plain data describing the run (configs).
+        training: any further training state (replay buffer, trackers), restored by the trainer.
+    """
     state = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "step": step,
-        "model_config": gfn.config_dict(), "env": env_spec(env), "model": gfn.state_dict(),
+        "step": step, "model_config": gfn.config_dict(), "env": env_spec(env), "model": gfn.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "generator": generator.get_state() if generator is not None else None,
-        "torch_rng": torch.get_rng_state(), "extra": extra or {},
+        "torch_rng": torch.get_rng_state(), "extra": extra or {}, "training": training or {},
     }
     buf = io.BytesIO()
     torch.save(state, buf)
+    payload = buf.getvalue()
+    outer = io.BytesIO()
+    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, "sha256": hashlib.sha256(payload).hexdigest(),
+                "payload": payload}, outer)
     with atomic_write(path, "wb") as f:
-        f.write(buf.getvalue())
+        f.write(outer.getvalue())
+
+
+_READ_ERRORS = (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError,
+                AttributeError, IndexError, TypeError, UnicodeDecodeError)
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """Read and check a checkpoint; raise :class:`CheckpointError` saying what is wrong."""
+    """Read and check a checkpoint; raise :class:`CheckpointError` saying what is wrong
+    (missing, truncated or corrupted, not a checkpoint, or an unsupported format version)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
+        outer = torch.load(path, map_location="cpu", weights_only=False)
+    except _READ_ERRORS as e:
         raise CheckpointError(f"{path}: truncated or corrupted checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    if not isinstance(outer, dict) or outer.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an lgfn_graph checkpoint")
-    if state.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {state.get('format_version')} is not "
+    if outer.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {outer.get('format_version')} is not "
                               f"supported by this lgfn_graph (expects {FORMAT_VERSION})")
-    return state
+    payload = outer.get("payload")
+    if not isinstance(payload, bytes) or hashlib.sha256(payload).hexdigest() != outer.get("sha256"):
+        raise CheckpointError(f"{path}: corrupted checkpoint (checksum mismatch)")
+    try:
+        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
+    except _READ_ERRORS as e:
+        raise CheckpointError(f"{path}: corrupted checkpoint ({type(e).__name__}: {e})") from None
+
+
+def check_same_task(path: str | Path, state: dict, gfn: TemperatureGFlowNet, env) -> None:
+    """Raise :class:`CheckpointError` unless ``state`` was saved from this environment and model
+    configuration (so a resume never loads weights into another task)."""
+    if state["env"] != env_spec(env):
+        raise CheckpointError(f"{path}: checkpoint is from another task (environment {_brief(state['env'])}, "
+                              f"this run has {_brief(env_spec(env))})")
+    if state["model_config"] != gfn.config_dict():
+        diff = sorted(k for k in set(state["model_config"]) | set(gfn.config_dict())
+                      if state["model_config"].get(k) != gfn.config_dict().get(k))
+        raise CheckpointError(f"{path}: checkpoint has another model configuration (differs in {diff})")
+
+
+def _brief(spec: dict) -> str:
+    if spec.get("kind") == "atom":
+        return f"atoms {spec['elements']}, at most {spec['max_atoms']}"
+    return f"{len(spec['fragments'])} fragments, at most {spec['max_fragments']}"
 
 
 def load_model(path: str | Path) -> tuple[TemperatureGFlowNet, object, dict]:

@@ -1,4 +1,8 @@
-"""Command-line plumbing shared by the runnable tasks: options, train, sample, write outputs."""
+"""Running a :class:`RunConfig`: build the task and model, train, sample at each beta, write outputs.
+
+``lgfn train`` and the scripts in ``tasks/`` both end in :func:`train_and_sweep`; the scripts'
+own options are mapped onto a :class:`RunConfig` by :func:`config_from_args`.
+"""
 from __future__ import annotations
 
 import argparse
@@ -8,16 +12,19 @@ from pathlib import Path
 
 import torch
 
+from . import distributed as D
 from .betas import BetaSampler, check_beta
+from .config import EvalConfig, RunConfig, to_dict, write_config
 from .evaluate import temperature_sweep
 from .io import atomic_write
 from .policy import MODES, ModelConfig, TemperatureGFlowNet
+from .task import TaskConfig, build_task
 from .trainer import TrainConfig, Trainer
 
 
 def add_training_args(p: argparse.ArgumentParser, out: str, max_fragments: int, beta_high: float,
                       eval_betas: str) -> argparse.ArgumentParser:
-    """The options every fragment task shares (model, training, sampling), with its defaults."""
+    """The options every fragment task script shares (model, training, sampling), with its defaults."""
     p.add_argument("--out", default=out, help="output folder")
     p.add_argument("--max-fragments", type=int, default=max_fragments)
     p.add_argument("--steps", type=int, default=1000)
@@ -34,29 +41,64 @@ def add_training_args(p: argparse.ArgumentParser, out: str, max_fragments: int, 
     return p
 
 
-def train_and_sweep(env, reward, a: argparse.Namespace) -> list[dict]:
-    """Train on ``(env, reward)`` with the options of :func:`add_training_args`, sample at each
-    of ``--eval-betas``, print a table and write every output into ``--out``. Returns the
-    summary rows of :func:`lgfn_graph.temperature_sweep`."""
-    torch.manual_seed(a.seed)
-    model = ModelConfig(hidden=a.hidden, num_layers=a.num_layers, conditioning=a.conditioning)
-    gfn = TemperatureGFlowNet.build(env, model)
-    cfg = TrainConfig(steps=a.steps, batch_size=a.batch_size, seed=a.seed,
-                        beta=BetaSampler(a.beta_low, a.beta_high), checkpoint_every=250)
-    out = Path(a.out)
+def config_from_args(a: argparse.Namespace, task: TaskConfig) -> RunConfig:
+    """The run that the options of :func:`add_training_args` describe, on ``task``."""
+    return RunConfig(
+        task=task,
+        model=ModelConfig(hidden=a.hidden, num_layers=a.num_layers, conditioning=a.conditioning),
+        train=TrainConfig(steps=a.steps, batch_size=a.batch_size, seed=a.seed,
+                          beta=BetaSampler(a.beta_low, a.beta_high), checkpoint_every=250),
+        eval=EvalConfig(parse_betas(a.eval_betas, "--eval-betas"), a.eval_n, seed=a.seed),
+        out=a.out)
+
+
+def train_and_sweep(cfg: RunConfig, resume: bool = False, progress: bool = True) -> list[dict]:
+    """Train as ``cfg`` says, sample ``cfg.eval.n`` molecules at each of ``cfg.eval.betas``, print
+    a table and write into ``cfg.out``: ``config.yaml``, ``checkpoint.pt``, ``metrics.jsonl``,
+    ``samples.csv``, ``summary.csv``, ``mean_reward_vs_beta.png`` and ``run.json``.
+
+    Under ``torchrun`` the processes train data-parallel and rank 0 alone samples and writes
+    (other ranks return ``[]``). With ``resume`` and a ``checkpoint.pt`` in ``cfg.out``, training continues from it (model,
+    optimizer, generators and step) up to ``cfg.train.steps``. Returns the summary rows of
+    :func:`lgfn_graph.temperature_sweep`.
+    """
+    out = Path(cfg.out)
+    rank, _ = D.init_from_env()  # under torchrun: data-parallel, rank 0 writes
+    env, reward = build_task(cfg.task)
+    torch.manual_seed(cfg.train.seed)
+    gfn = TemperatureGFlowNet.build(env, cfg.model)
+    trainer = Trainer(env, gfn, reward, cfg.train, out, extra={"run_config": to_dict(cfg)})
+    checkpoint = out / "checkpoint.pt"
+    if resume and checkpoint.is_file():
+        trainer.load(checkpoint)
+    if rank == 0:
+        write_config(cfg, out / "config.yaml")
     t0 = time.time()
-    Trainer(env, gfn, reward, cfg, out).train(progress=not a.no_progress)
+    trainer.train(progress=progress)
     train_s = time.time() - t0
-    summary = temperature_sweep(gfn, env, reward, parse_betas(a.eval_betas), a.eval_n, out, seed=a.seed)
-    print(f"trained {a.steps} steps in {train_s:.0f} s; outputs in {out}/")
-    print("beta  mean_reward  max_reward  unique")
-    for s in summary:
-        print(f"{s['beta']:>5g}  {s['mean_reward']:11.3f}  {s['max_reward']:10.3f}  {s['unique_fraction']:6.2f}")
+    if rank != 0:
+        return []
+    summary = temperature_sweep(gfn, env, reward, cfg.eval.betas, cfg.eval.n, out, seed=cfg.eval.seed)
+    print(f"trained to step {trainer.step} in {train_s:.0f} s; outputs in {out}/")
+    print(format_summary(summary))
     with atomic_write(out / "run.json") as f:
-        json.dump({"args": vars(a), "train_seconds": train_s, "summary": summary}, f, indent=1)
+        json.dump({"config": to_dict(cfg), "train_seconds": train_s, "summary": summary}, f, indent=1)
     return summary
 
 
-def parse_betas(text: str) -> list[float]:
-    """``"1,4,16"`` -> ``[1.0, 4.0, 16.0]``; raises naming ``--eval-betas`` for a bad value."""
-    return [check_beta(float(b), "--eval-betas").item() for b in text.split(",")]
+def format_summary(summary: list[dict]) -> str:
+    """The rows of :func:`lgfn_graph.temperature_sweep` as a text table."""
+    lines = ["beta  mean_reward  max_reward  unique"]
+    lines += [f"{s['beta']:>5g}  {s['mean_reward']:11.3f}  {s['max_reward']:10.3f}  {s['unique_fraction']:6.2f}"
+              for s in summary]
+    return "\n".join(lines)
+
+
+def parse_betas(text: str, name: str = "betas") -> list[float]:
+    """``"1,4,16"`` -> ``[1.0, 4.0, 16.0]``; raises ``ValueError`` naming ``name`` for a bad value."""
+    try:
+        betas = [float(b) for b in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated numbers, got {text!r}") from None
+    check_beta(betas, name)
+    return betas

@@ -7,6 +7,8 @@ import torch
 from torch import Tensor
 
 from .betas import check_beta
+from .categorical import GraphActionCategorical
+from .nn.heads import element_batch
 from .policy import TemperatureGFlowNet, uniform_backward_log_prob
 
 
@@ -22,6 +24,9 @@ class Trajectories:
         log_pb: ``[B, T]``, uniform backward log-probabilities (0 for the stop and after).
         length: long ``[B]``, actions per trajectory, the stop included.
         beta: ``[B]``, the inverse temperature each trajectory was sampled at.
+        backward_actions: long ``[T, B, 3]`` or ``None``: the backward action at
+            ``states[t + 1]`` that leads to ``states[t]`` (``-1`` for the stop and after). When
+            ``None`` it is ``env.backward_actions(states[t], actions[t])``.
     """
 
     states: list
@@ -30,6 +35,7 @@ class Trajectories:
     log_pb: Tensor
     length: Tensor
     beta: Tensor
+    backward_actions: Tensor | None = None
 
     @property
     def terminal(self):
@@ -38,6 +44,38 @@ class Trajectories:
 
     def __len__(self) -> int:
         return self.beta.shape[0]
+
+    @staticmethod
+    def cat(parts: list["Trajectories"], env=None) -> "Trajectories":
+        """Concatenate batches of trajectories, padding the shorter ones. ``env`` supplies
+        ``backward_actions`` for parts that lack them when others have them."""
+        T = max(p.actions.shape[0] for p in parts)
+        with_bwd = any(p.backward_actions is not None for p in parts)
+
+        def pad(x: Tensor, value, dim: int) -> Tensor:
+            shape = list(x.shape)
+            shape[dim] = T - x.shape[dim]
+            return torch.cat([x, torch.full(shape, value, dtype=x.dtype)], dim)
+
+        def bwd(p: "Trajectories") -> Tensor:
+            if p.backward_actions is not None:
+                return p.backward_actions
+            if env is None:
+                raise ValueError("Trajectories.cat needs env to fill in backward actions")
+            out = torch.full_like(p.actions, -1)
+            for t in range(p.actions.shape[0]):
+                i = ((p.actions[t, :, 0] >= 0) & ~env.is_stop(p.actions[t].clamp_min(0))).nonzero().flatten()
+                if i.numel():
+                    out[t, i] = env.backward_actions(p.states[t][i], p.actions[t, i])
+            return out
+
+        states = [type(parts[0].states[0]).cat([p.states[min(t, len(p.states) - 1)] for p in parts])
+                  for t in range(T + 1)]
+        return Trajectories(states, torch.cat([pad(p.actions, -1, 0) for p in parts], 1),
+                            torch.cat([pad(p.log_pf, 0.0, 1) for p in parts]),
+                            torch.cat([pad(p.log_pb, 0.0, 1) for p in parts]),
+                            torch.cat([p.length for p in parts]), torch.cat([p.beta for p in parts]),
+                            torch.cat([pad(bwd(p), -1, 0) for p in parts], 1) if with_bwd else None)
 
 
 def sample_trajectories(gfn: TemperatureGFlowNet, env, beta: Tensor, epsilon: float = 0.0,
@@ -83,6 +121,78 @@ def sample_trajectories(gfn: TemperatureGFlowNet, env, beta: Tensor, epsilon: fl
     return Trajectories(states, torch.stack(actions), torch.stack(log_pf, 1), torch.stack(log_pb, 1), length, beta)
 
 
+def uniform_backward_actions(env, states, generator: torch.Generator | None = None) -> Tensor:
+    """One uniformly random legal backward action per state, ``[B, 3]``; every state must have a
+    parent (``env.num_parents(states) > 0``)."""
+    masks = env.backward_masks(states)
+    data = env.to_graph(states)
+    batches = [element_batch(data, t.level) for t in env.backward_action_types]
+    cat = GraphActionCategorical([torch.zeros(m.shape) for m in masks], masks, batches, data.num_graphs)
+    return cat.sample(0.0, generator)
+
+
+def sample_backward_trajectories(env, terminal, beta: Tensor, generator: torch.Generator | None = None) -> Trajectories:
+    """Trajectories that end in given terminal states, drawn backwards with the uniform
+    backward policy: for offline data, replay buffers and importance-sampled likelihoods.
+
+    Each trajectory removes uniformly random legal parents from ``terminal[i]`` down to the
+    initial state and is returned in forward order, ending with the stop action. Each action
+    is legal at the state before it, and the state after it is that result up to a numbering
+    of nodes; ``backward_actions`` holds the removals in the numbering of the later state.
+    ``log_pf`` is zero (the model has not been evaluated: :func:`replay` does that) and
+    ``log_pb`` holds the uniform backward log-probabilities.
+
+    Args:
+        env: an environment with ``backward_masks``, ``backward_step`` and ``num_parents``.
+        terminal: ``B`` states.
+        beta: ``[B]`` inverse temperatures, stored in the result.
+        generator: random source.
+    """
+    beta = check_beta(beta)
+    B = len(terminal)
+    if beta.shape[0] != B:
+        raise ValueError(f"beta has {beta.shape[0]} entries for {B} terminal states")
+    back = [terminal]  # back[k]: every state after k backward steps (finished ones stay put)
+    fwd, bwd = [], []  # [k]: the forward / backward action between back[k + 1] and back[k]
+    steps = torch.zeros(B, dtype=torch.long)
+    s = terminal
+    for _ in range(env.max_steps):
+        idx = (env.num_parents(s) > 0).nonzero().flatten()
+        if idx.numel() == 0:
+            break
+        sub = s[idx]
+        b = uniform_backward_actions(env, sub, generator)
+        parent, a = env.backward_step(sub, b)
+        s = s.clone()
+        s.put(idx, parent)
+        back.append(s)
+        fwd.append(torch.zeros(B, 3, dtype=torch.long).index_put((idx,), a))
+        bwd.append(torch.zeros(B, 3, dtype=torch.long).index_put((idx,), b))
+        steps[idx] += 1
+    else:
+        if bool((env.num_parents(s) > 0).any()):
+            raise RuntimeError(f"backward walks did not reach the initial state in {env.max_steps} steps")
+    T = int(steps.max()) + 1
+    ar = torch.arange(B)
+    allstates = type(terminal).cat(back)
+    allfwd = torch.stack(fwd + [torch.zeros(B, 3, dtype=torch.long)])
+    allbwd = torch.stack(bwd + [torch.zeros(B, 3, dtype=torch.long)])
+    states, actions, bactions, log_pb = [], [], [], []
+    for t in range(T + 1):
+        k = (steps - t).clamp_min(0)  # forward time t is backward step (steps - t); then the terminal
+        states.append(allstates[k * B + ar])
+    for t in range(T):
+        moving = t < steps
+        k = (steps - 1 - t).clamp_min(0)
+        a = torch.where(moving[:, None], allfwd[k, ar], torch.zeros(B, 3, dtype=torch.long))  # stop: (0, 0, 0)
+        a[t > steps] = -1
+        actions.append(a)
+        bactions.append(torch.where(moving[:, None], allbwd[k, ar], torch.full((B, 3), -1, dtype=torch.long)))
+        log_pb.append(torch.where(moving, uniform_backward_log_prob(env, states[t + 1]), torch.zeros(())))
+    return Trajectories(states, torch.stack(actions), torch.zeros(B, T), torch.stack(log_pb, 1), steps + 1, beta,
+                        backward_actions=torch.stack(bactions))
+
+
 @dataclass
 class Replay:
     """The model's terms along stored trajectories, with gradients.
@@ -114,7 +224,7 @@ def replay(gfn: TemperatureGFlowNet, env, traj: Trajectories, beta: Tensor | Non
     states = type(traj.states[0]).cat([traj.states[t][i] for t, i in enumerate(idx)])
     actions = torch.cat([traj.actions[t, i] for t, i in enumerate(idx)])
     learned = gfn.backward_policy is not None
-    if learned and not hasattr(env, "backward_actions"):
+    if learned and traj.backward_actions is None and not hasattr(env, "backward_actions"):
         raise ValueError(f"a learned backward policy needs {type(env).__name__}.backward_actions(states, actions)")
     out = gfn.evaluate(env.to_graph(states), beta[ii], env.forward_masks(states),
                        env.backward_masks(states) if learned else None)
@@ -124,7 +234,10 @@ def replay(gfn: TemperatureGFlowNet, env, traj: Trajectories, beta: Tensor | Non
         row[tt, ii] = torch.arange(ii.shape[0])
         child = (tt >= 1).nonzero().flatten()  # rows reached by a non-stop action
         parent = row[tt[child] - 1, ii[child]]
-        bwd = env.backward_actions(states[parent], actions[parent])
+        if traj.backward_actions is not None:
+            bwd = traj.backward_actions[tt[parent], ii[parent]]
+        else:
+            bwd = env.backward_actions(states[parent], actions[parent])
         log_pb = torch.zeros_like(log_pf).index_put((ii[child], tt[child] - 1), out.backward.log_prob(bwd, child))
     else:
         log_pb = traj.log_pb

@@ -6,22 +6,18 @@ several betas and writes into ``--out``:
 * ``checkpoint.pt``: the trained model (reload with ``lgfn_graph.load_model``);
 * ``metrics.jsonl``: one line of training metrics per step;
 * ``samples.csv``: every sampled molecule with its beta and reward;
-* ``summary.csv`` and ``mean_reward_vs_beta.png``: mean reward against beta.
+* ``summary.csv`` and ``mean_reward_vs_beta.png``: mean reward against beta;
+* ``config.yaml`` and ``run.json``: the run's configuration (``lgfn train --config`` reads it).
 
-Run: ``python tasks/qed_frag.py --out runs/qed_frag`` (what ``make run`` does).
+Run: ``python tasks/qed_frag.py --out runs/qed_frag`` (what ``make run`` does); the same run is
+``lgfn train --config configs/qed_frag.yaml``.
 """
 from __future__ import annotations
 
 import argparse
 
-import lgfn_graph as L
-from lgfn_graph.run import add_training_args, parse_betas, train_and_sweep
-
-
-def make_task(library: str | None = None, max_fragments: int = 8):
-    """The environment and reward of the task: ``(env, reward)``."""
-    lib = L.FragmentLibrary.from_json(library) if library else L.FragmentLibrary.default()
-    return L.FragmentEnv(lib, max_fragments=max_fragments), L.qed_sa()
+from lgfn_graph.run import add_training_args, config_from_args, train_and_sweep
+from lgfn_graph.task import TaskConfig
 
 
 def main(argv=None) -> list[dict]:
@@ -29,8 +25,8 @@ def main(argv=None) -> list[dict]:
     add_training_args(p, out="runs/qed_frag", max_fragments=8, beta_high=32.0, eval_betas="1,2,4,8,16,32,64")
     p.add_argument("--library", default=None, help="fragment library JSON (default: the shipped one)")
     a = p.parse_args(argv)
-    parse_betas(a.eval_betas)  # fail before training
-    return train_and_sweep(*make_task(a.library, a.max_fragments), a)
+    cfg = config_from_args(a, TaskConfig("qed_frag", fragments=a.library, max_fragments=a.max_fragments))
+    return train_and_sweep(cfg, progress=not a.no_progress)
 
 
 if __name__ == "__main__":

@@ -1,23 +1,15 @@
 """A small fragment task whose every state can be enumerated, for exact evaluation.
 
-Four fragments, at most three per molecule, reward QED (RDKit): 98 states (97 terminal), so
-:mod:`lgfn_graph.exact` computes the model's terminal distribution and the target
-:math:`R(x)^\\beta / Z(\\beta)` exactly. ``benchmarks/exact_l1.py`` and the exactness tests
-train on it.
+Four fragments (``lgfn_graph.task.TINY_FRAGMENTS``), at most three per molecule, reward QED
+(RDKit): 98 states (97 terminal), so :mod:`lgfn_graph.exact` computes the model's terminal
+distribution and the target :math:`R(x)^\\beta / Z(\\beta)` exactly. ``benchmarks/exact_l1.py``
+and the exactness tests train on it; ``lgfn train task.name=tiny_frag`` trains on it too.
 """
 from __future__ import annotations
 
-import lgfn_graph as L
-
-FRAGMENTS = [
-    ("c1ccccc1", [0, 3]),   # benzene, para stems
-    ("C1CCNCC1", [3]),      # piperidine, at N
-    ("C(=O)O", [0, 2]),     # carboxyl: at C or at O
-    ("F", [0]),
-]
+from lgfn_graph.task import TaskConfig, build_task
 
 
 def make_task(max_fragments: int = 3):
     """The environment and reward of the task: ``(env, reward)``."""
-    lib = L.FragmentLibrary.from_pairs(FRAGMENTS, name="tiny_frag")
-    return L.FragmentEnv(lib, max_fragments=max_fragments), L.QED()
+    return build_task(TaskConfig("tiny_frag", max_fragments=max_fragments))

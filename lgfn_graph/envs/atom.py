@@ -62,8 +62,8 @@ class AtomStates:
 
     def equal(self, other: "AtomStates") -> Tensor:
         """Exact (same atom order) equality per state, bool ``[B]``."""
-        return torch.stack([(getattr(self, f.name) == getattr(other, f.name)).reshape(len(self), -1).all(1)
-                            for f in fields(self)]).all(0)
+        same = [getattr(self, f.name) == getattr(other, f.name) for f in fields(self)]
+        return torch.stack([s.flatten(1).all(1) if s.dim() > 1 else s for s in same]).all(0)
 
     def graph(self, i: int) -> tuple[list[int], dict[tuple[int, int], int]]:
         """State ``i`` as Python objects: elements and ``{(u, v): order}`` with ``u < v``."""

@@ -1,0 +1,233 @@
+"""The lgfn command: train a temperature-conditional GFlowNet, sample it, sweep beta, run studies.
+
+Errors a user can cause (a missing file, a bad beta, an unknown configuration key) print one
+line to stderr and exit with status 2; Ctrl-C exits with 130 (training saves a checkpoint
+first); anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib
+import pkgutil
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .checkpoint import CheckpointError, load_model
+from .config import ConfigError, from_dict, load_config
+from .evaluate import sample_molecules, temperature_sweep
+from .fragments import FragmentLibraryError
+from .io import atomic_write, write_csv
+from .run import format_summary, parse_betas, train_and_sweep
+from .seh_proxy import SEHProxyError, WeightsUnavailableError
+from .task import TASKS, TaskConfig, build_reward
+
+STUDIES_PACKAGE = "lgfn_graph.studies"
+
+
+class UsageError(Exception):
+    """The command line itself is wrong (argparse's complaint, kept to one line)."""
+
+
+USER_ERRORS = (UsageError, ConfigError, CheckpointError, FragmentLibraryError, SEHProxyError, WeightsUnavailableError)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Raises :class:`UsageError` where argparse would print usage and exit, so every user error
+    takes the same one-line path through :func:`main`."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``lgfn`` with ``argv`` (default: the process's arguments); returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return args.command(args)
+    except USER_ERRORS as e:
+        print(f"lgfn: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        # the trainer saves a checkpoint before it lets Ctrl-C through
+        print(f"lgfn: interrupted{': ' if str(e) else ''}{e}", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``lgfn`` and its subcommands; each sets ``command`` to the function running it."""
+    p = _Parser(prog="lgfn", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train, checkpoint, then sample at each evaluation beta",
+                       description="Train as the YAML config and key=value overrides say (e.g. train.steps=100 "
+                                   "model.conditioning=layer train.beta.high=64), write checkpoint.pt, "
+                                   "metrics.jsonl and config.yaml into the output folder, then sample at each "
+                                   "of eval.betas.")
+    t.add_argument("--config", help="YAML run configuration (default: the built-in one, task qed_frag)")
+    t.add_argument("--out", help="output folder (overrides the config's out)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the training whose checkpoint.pt is in the output folder, up to train.steps")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("overrides", nargs="*", metavar="key=value", help="configuration overrides, applied in order")
+    t.set_defaults(command=train)
+
+    s = sub.add_parser("sample", help="sample molecules from a checkpoint at one beta")
+    _checkpoint_args(s)
+    s.add_argument("--beta", type=_beta, required=True, help="inverse temperature (> 0)")
+    s.add_argument("--n", type=_positive, default=100, help="molecules to sample (default 100)")
+    s.add_argument("--out", help="CSV to write (default: standard output)")
+    s.add_argument("--grid", help="PNG to draw the best distinct molecules into, rewards as legends")
+    s.add_argument("--top", type=_positive, default=12, help="molecules in the grid (default 12)")
+    s.set_defaults(command=sample)
+
+    e = sub.add_parser("evaluate", help="sample a checkpoint at several betas; print and plot the sweep")
+    _checkpoint_args(e)
+    e.add_argument("--betas", type=_betas, default=[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
+                   help="comma-separated betas (default 1,2,4,8,16,32,64)")
+    e.add_argument("--n", type=_positive, default=256, help="molecules per beta (default 256)")
+    e.add_argument("--out", help="folder for samples.csv, summary.csv and the plot (default: eval/ beside "
+                                 "the checkpoint)")
+    e.set_defaults(command=evaluate)
+
+    st = sub.add_parser("study", help="run a study of lgfn_graph.studies; its own options follow its name",
+                        description="Run the study lgfn_graph.studies.NAME with the arguments that follow its "
+                                    "name; an unknown NAME lists the studies there are.")
+    st.add_argument("name", help="the study")
+    st.add_argument("args", nargs=argparse.REMAINDER, help="the study's own arguments")
+    st.set_defaults(command=study)
+    return p
+
+
+def _checkpoint_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="checkpoint.pt written by training")
+    task = p.add_mutually_exclusive_group()
+    task.add_argument("--task", choices=list(TASKS), help="the task whose reward scores the samples")
+    task.add_argument("--config", help="the run's YAML config (its task section scores the samples)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+
+
+def _beta(text: str) -> float:
+    try:
+        return parse_betas(text, "beta")[0]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _betas(text: str) -> list[float]:
+    try:
+        return parse_betas(text, "betas")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return n
+
+
+# -- commands ---------------------------------------------------------------------------------------
+def train(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    if args.out is not None:
+        cfg.out = args.out
+    checkpoint = Path(cfg.out) / "checkpoint.pt"
+    if checkpoint.exists() and not args.resume:
+        # training afresh would overwrite it and append a second run to metrics.jsonl
+        raise UsageError(f"{checkpoint} exists: pass --resume to continue it, or choose another --out")
+    train_and_sweep(cfg, resume=args.resume, progress=not args.no_progress)
+    return 0
+
+
+def sample(args: argparse.Namespace) -> int:
+    gfn, env, state = load_model(args.checkpoint)
+    reward = build_reward(_task_config(args, state))
+    rows = sample_molecules(gfn, env, reward, args.beta, args.n, seed=args.seed)
+    if args.out is None:
+        w = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    else:
+        write_csv(args.out, rows)
+        mean = sum(r["reward"] for r in rows) / len(rows)
+        print(f"{len(rows)} molecules at beta {args.beta:g} (mean reward {mean:.3f}) in {args.out}")
+    if args.grid is not None:
+        draw_top(rows, args.top, args.grid)
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    gfn, env, state = load_model(args.checkpoint)
+    reward = build_reward(_task_config(args, state))
+    out = Path(args.out) if args.out is not None else Path(args.checkpoint).parent / "eval"
+    summary = temperature_sweep(gfn, env, reward, args.betas, args.n, out, seed=args.seed)
+    print(format_summary(summary))
+    print(f"samples.csv, summary.csv and mean_reward_vs_beta.png in {out}/")
+    return 0
+
+
+def study(args: argparse.Namespace) -> int:
+    status = load_study(args.name).main(args.args)
+    return status if isinstance(status, int) else 0
+
+
+# -- helpers -------------------------------------------------------------------------------------------
+def _task_config(args: argparse.Namespace, state: dict) -> TaskConfig:
+    """The task whose reward scores a checkpoint's samples: ``--task``, ``--config``, or the run
+    configuration recorded in the checkpoint."""
+    if args.task is not None:
+        return TaskConfig(args.task)
+    if args.config is not None:
+        return load_config(args.config).task
+    recorded = state["extra"].get("run_config")
+    if recorded is None:
+        raise UsageError(f"{args.checkpoint} does not record its task: pass --task NAME or --config FILE")
+    return from_dict(TaskConfig, recorded["task"], "task")
+
+
+def draw_top(rows: list[dict], k: int, path: str | Path) -> None:
+    """Draw the ``k`` best distinct molecules of ``rows`` (by reward) into a PNG grid, atomically."""
+    from rdkit import Chem
+    from rdkit.Chem import Draw
+
+    best: dict[str, dict] = {}
+    for r in sorted(rows, key=lambda r: -r["reward"]):
+        best.setdefault(r["smiles"], r)
+    top = list(best.values())[:k]
+    img = Draw.MolsToGridImage([Chem.MolFromSmiles(r["smiles"]) for r in top], molsPerRow=min(4, len(top)),
+                               subImgSize=(250, 200), legends=[f"{r['reward']:.3f}" for r in top])
+    with atomic_write(path, "wb") as f:
+        img.save(f, format="PNG")
+
+
+def available_studies() -> list[str]:
+    """The modules of :mod:`lgfn_graph.studies` (none while that package is absent)."""
+    try:
+        package = importlib.import_module(STUDIES_PACKAGE)
+    except ModuleNotFoundError as e:
+        if e.name != STUDIES_PACKAGE:
+            raise
+        return []
+    return sorted(m.name for m in pkgutil.iter_modules(getattr(package, "__path__", [])) if not m.name.startswith("_"))
+
+
+def load_study(name: str):
+    """The study module ``lgfn_graph.studies.<name>`` (it has ``main(argv)``); an unknown name is
+    a :class:`UsageError` listing the studies there are."""
+    module = f"{STUDIES_PACKAGE}.{name}"
+    if name.isidentifier() and not name.startswith("_"):
+        try:
+            return importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            # a study that fails to import one of its own dependencies is a bug, not an unknown name
+            if e.name not in (module, STUDIES_PACKAGE):
+                raise
+    known = available_studies()
+    raise UsageError(f"unknown study {name!r}; studies: {', '.join(known) if known else 'none installed'}")

@@ -1,0 +1,111 @@
+"""Tasks: the fragment environment and the reward of a run, built from a :class:`TaskConfig`.
+
+Every way of running the library (``lgfn train``, the scripts in ``tasks/``, ``lgfn sample``)
+builds its task here, so a task means the same thing everywhere.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .envs import FragmentEnv
+from .fragments import FragmentLibrary, FragmentLibraryError
+from .rewards import QED, RewardFn, qed_sa
+from .seh_proxy import SEHReward
+
+ENV_FRAGMENTS_72 = "LGFN_FRAGMENTS_72"
+
+# The tiny task: 98 states (97 terminal), small enough for lgfn_graph.exact to enumerate.
+TINY_FRAGMENTS = [
+    ("c1ccccc1", [0, 3]),   # benzene, para stems
+    ("C1CCNCC1", [3]),      # piperidine, at N
+    ("C(=O)O", [0, 2]),     # carboxyl: at C or at O
+    ("F", [0]),
+]
+
+
+@dataclass
+class TaskConfig:
+    """Which molecules are built and how they are rewarded.
+
+    Args:
+        name: ``"qed_frag"`` (the 18 shipped fragments, at most 8, reward QED x SA),
+            ``"seh_frag"`` (the 72 fragments of Bengio et al. 2021, at most 9, the sEH proxy) or
+            ``"tiny_frag"`` (4 fragments, at most 3, reward QED; every state can be enumerated).
+        fragments: a fragment library JSON replacing the task's own (``seh_frag`` has none
+            shipped: its default is ``$LGFN_FRAGMENTS_72``).
+        max_fragments: fragments per molecule (``None``: the task's default).
+        reward: ``"qed_sa"``, ``"qed"`` or ``"seh"`` (``None``: the task's default).
+        proxy_weights: sEH proxy weights (``None``: ``$LGFN_SEH_PROXY``, else the cache).
+        proxy_device, proxy_batch_size: where and in what batches the sEH proxy runs.
+    """
+
+    name: str = "qed_frag"
+    fragments: str | None = None
+    max_fragments: int | None = None
+    reward: str | None = None
+    proxy_weights: str | None = None
+    proxy_device: str = "cpu"
+    proxy_batch_size: int = 256
+
+    def __post_init__(self):
+        if self.name not in TASKS:
+            raise ValueError(f"unknown task {self.name!r}; tasks: {', '.join(TASKS)}")
+        if self.reward is not None and self.reward not in REWARDS:
+            raise ValueError(f"unknown reward {self.reward!r}; rewards: {', '.join(REWARDS)}")
+        if self.max_fragments is not None and self.max_fragments < 1:
+            raise ValueError(f"max_fragments must be >= 1, got {self.max_fragments}")
+        if self.proxy_batch_size < 1:
+            raise ValueError(f"proxy_batch_size must be >= 1, got {self.proxy_batch_size}")
+
+
+@dataclass(frozen=True)
+class TaskDefaults:
+    """What a task uses where its :class:`TaskConfig` says ``None``."""
+
+    library: Callable[[], FragmentLibrary]
+    max_fragments: int
+    reward: str
+
+
+def _seh_library() -> FragmentLibrary:
+    path = os.environ.get(ENV_FRAGMENTS_72)
+    if not path:
+        raise FragmentLibraryError(
+            f"seh_frag needs the 72-fragment library: pass --fragments PATH (task.fragments) or set "
+            f"{ENV_FRAGMENTS_72}=PATH (fragments_72.json: the fragment list of recursionpharma/gflownet, "
+            "src/gflownet/models/bengio2021flow.py (MIT), written as [{\"smiles\": ..., \"attachment_atoms\": [...]}, ...])")
+    return FragmentLibrary.from_json(Path(path))
+
+
+TASKS: dict[str, TaskDefaults] = {
+    "qed_frag": TaskDefaults(FragmentLibrary.default, 8, "qed_sa"),
+    "seh_frag": TaskDefaults(_seh_library, 9, "seh"),
+    "tiny_frag": TaskDefaults(lambda: FragmentLibrary.from_pairs(TINY_FRAGMENTS, name="tiny_frag"), 3, "qed"),
+}
+
+REWARDS: dict[str, Callable[[TaskConfig], RewardFn]] = {
+    "qed_sa": lambda cfg: qed_sa(),
+    "qed": lambda cfg: QED(),
+    "seh": lambda cfg: SEHReward(cfg.proxy_weights, device=cfg.proxy_device, batch_size=cfg.proxy_batch_size),
+}
+
+
+def build_env(cfg: TaskConfig) -> FragmentEnv:
+    """The task's environment: its fragment library (or ``cfg.fragments``) and molecule size."""
+    defaults = TASKS[cfg.name]
+    lib = FragmentLibrary.from_json(cfg.fragments) if cfg.fragments else defaults.library()
+    max_fragments = cfg.max_fragments if cfg.max_fragments is not None else defaults.max_fragments
+    return FragmentEnv(lib, max_fragments=max_fragments)
+
+
+def build_reward(cfg: TaskConfig) -> RewardFn:
+    """The task's reward (``cfg.reward``, else the task's own); loads the sEH proxy if it is that."""
+    return REWARDS[cfg.reward or TASKS[cfg.name].reward](cfg)
+
+
+def build_task(cfg: TaskConfig) -> tuple[FragmentEnv, RewardFn]:
+    """The environment and reward of a task: ``(env, reward)``."""
+    return build_env(cfg), build_reward(cfg)
