@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 OUT ?= runs/qed_frag
 
-.PHONY: run test setup clean
+.PHONY: run test setup clean bench
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ run: setup
 
 test: setup
 	$(PY) -m pytest
+
+# every benchmark at full size (long), reports indexed in benchmarks/results/README.md
+bench: setup
+	$(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

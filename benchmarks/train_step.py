@@ -10,15 +10,22 @@ floor is the network's own forward + backward over the same batch of graphs (all
 step's trajectories in one PyG batch), timed in the same process.
 
     python benchmarks/train_step.py [--library PATH] [--steps 30] [--out benchmarks/results/train_step.md]
+
+The other benchmarks reuse its timing (:func:`time_steps`, :func:`summarize`) and its report
+helpers (:func:`machine`, :func:`markdown_table`, :func:`parse_args`).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import resource
+import statistics
+import sys
 import time
 from datetime import date
 from pathlib import Path
+from typing import Callable, Sequence
 
 import torch
 
@@ -26,15 +33,44 @@ import lgfn_graph as L
 from lgfn_graph.envs import FragmentStates
 
 DEFAULT_LIB = Path(__file__).resolve().parents[2] / "shared" / "data" / "fragments" / "fragments_72.json"
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def time_mode(env, reward, mode: str, steps: int, warmup: int, batch: int) -> dict:
-    """Run the library's own training step (``Trainer.collect`` + ``Trainer.update``)."""
+def machine() -> str:
+    """The machine a benchmark ran on, in one line (timings mean little without it)."""
+    return (f"{platform.platform()}, {platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch "
+            f"threads, torch {torch.__version__}")
+
+
+def markdown_table(rows: Sequence[dict], head: Sequence[str]) -> list[str]:
+    """The lines of a Markdown table of ``rows`` (dicts) in the columns ``head``; floats to 3 places."""
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return lines + ["| " + " | ".join(f"{r[h]:.3f}" if isinstance(r[h], float) else str(r[h]) for h in head) + " |"
+                    for r in rows]
+
+
+def parse_args(p: argparse.ArgumentParser, argv, quick: dict) -> tuple[argparse.Namespace, list[str]]:
+    """Parse ``argv`` (``None``: the command line) with two options added: ``--out``, the output
+    folder, and ``--quick``, which makes ``quick`` the defaults (options given still win).
+    Returns the options and the arguments, for the report to quote."""
+    p.add_argument("--out", default=str(RESULTS), help="output folder")
+    p.add_argument("--quick", action="store_true", help="smallest sizes: a smoke check, not a measurement")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--quick" in argv:
+        p.set_defaults(**quick)
+    return p.parse_args(argv), argv
+
+
+def time_steps(env, reward, model: L.ModelConfig, batch: int, steps: int, warmup: int) -> list[dict]:
+    """Run the library's own training step (``Trainer.collect`` + ``Trainer.update``) ``warmup +
+    steps`` times; return the timings of the last ``steps``, one dict a step: ``sample_s``,
+    ``reward_s``, ``loss_backward_s``, ``floor_s`` (the network's forward + backward over every
+    state the step visited) and ``states`` (how many)."""
     torch.manual_seed(0)
-    gfn = L.TemperatureGFlowNet.build(env, L.ModelConfig(hidden=128, num_layers=4, conditioning=mode))
+    gfn = L.TemperatureGFlowNet.build(env, model)
     trainer = L.Trainer(env, gfn, reward, L.TrainConfig(steps=warmup + steps, batch_size=batch, seed=0,
                                                         beta=L.BetaSampler(1.0, 32.0)))
-    tot = {"sample": 0.0, "reward": 0.0, "train": 0.0, "floor": 0.0, "states": 0, "trajs": 0}
+    records = []
     for it in range(warmup + steps):
         collected = trainer.collect()
         m = trainer.update(collected)
@@ -49,18 +85,30 @@ def time_mode(env, reward, mode: str, steps: int, warmup: int, batch: int) -> di
         t5 = time.perf_counter()
         trainer.optimizer.zero_grad()
         if it >= warmup:
-            for k, v in zip(("sample", "reward", "train", "floor"),
-                            (m["time_sample"], m["time_reward"], m["time_train"], t5 - t4)):
-                tot[k] += v
-            tot["states"] += int(traj.length.sum())
-            tot["trajs"] += batch
-    step = (tot["sample"] + tot["reward"] + tot["train"]) / steps
-    net = (tot["sample"] + tot["train"]) / steps
-    floor = tot["floor"] / steps
-    return {"mode": mode, "step_s": step, "sample_s": tot["sample"] / steps, "reward_s": tot["reward"] / steps,
-            "loss_backward_s": tot["train"] / steps, "floor_s": floor, "ratio_without_reward": net / floor,
-            "ratio_with_reward": step / floor, "traj_per_s": tot["trajs"] / (step * steps),
-            "states_per_s": tot["states"] / (step * steps), "states_per_traj": tot["states"] / tot["trajs"]}
+            records.append({"sample_s": m["time_sample"], "reward_s": m["time_reward"],
+                            "loss_backward_s": m["time_train"], "floor_s": t5 - t4, "states": int(traj.length.sum())})
+    return records
+
+
+def summarize(records: Sequence[dict], batch: int, reduce: Callable = statistics.mean) -> dict:
+    """One summary of :func:`time_steps` records: each quantity reduced over the steps (mean by
+    default; ``statistics.median`` resists a stray slow step), then the ratios of those."""
+    per_step = {k: [r[k] for r in records] for k in records[0]}
+    per_step["step_s"] = [r["sample_s"] + r["reward_s"] + r["loss_backward_s"] for r in records]
+    per_step["net_s"] = [r["sample_s"] + r["loss_backward_s"] for r in records]
+    x = {k: float(reduce(v)) for k, v in per_step.items()}
+    return {"step_s": x["step_s"], "sample_s": x["sample_s"], "reward_s": x["reward_s"],
+            "loss_backward_s": x["loss_backward_s"], "floor_s": x["floor_s"],
+            "ratio_without_reward": x["net_s"] / x["floor_s"], "ratio_with_reward": x["step_s"] / x["floor_s"],
+            "traj_per_s": batch / x["step_s"], "states_per_s": x["states"] / x["step_s"],
+            "states_per_traj": x["states"] / batch, "states_per_step": x["states"],
+            "ms_per_state": 1000 * x["step_s"] / x["states"]}
+
+
+def time_mode(env, reward, mode: str, steps: int, warmup: int, batch: int) -> dict:
+    """Mean timings of the 4-layer 128-wide model in conditioning ``mode``."""
+    model = L.ModelConfig(hidden=128, num_layers=4, conditioning=mode)
+    return {"mode": mode, **summarize(time_steps(env, reward, model, batch, steps, warmup), batch)}
 
 
 def main(argv=None):
@@ -76,12 +124,10 @@ def main(argv=None):
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     head = ["mode", "step_s", "sample_s", "reward_s", "loss_backward_s", "floor_s", "ratio_without_reward",
             "ratio_with_reward", "traj_per_s", "states_per_s", "states_per_traj"]
-    lines = [f"# Training step vs floor ({date.today()}, {platform.machine()}, {torch.get_num_threads()} threads, "
-             f"torch {torch.__version__})", "",
+    lines = [f"# Training step vs floor ({date.today()}, {machine()})", "",
              f"`python benchmarks/train_step.py --steps {a.steps}`: 72 fragments, max 9, batch {a.batch_size}, "
-             f"4x128 graph transformer, TB, reward QED x SA; sampling without gradients, then one batched replay. Peak RSS {peak:.0f} MiB.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(f"{r[h]:.3f}" if isinstance(r[h], float) else str(r[h]) for h in head) + " |" for r in rows]
+             f"4x128 graph transformer, TB, reward QED x SA; sampling without gradients, then one batched replay. Peak RSS {peak:.0f} MiB.", ""]
+    lines += markdown_table(rows, head)
     logit = next(r for r in rows if r["mode"] == "logit")["step_s"]
     none = next(r for r in rows if r["mode"] == "none")["step_s"]
     lines += ["", f"Logit-GFN step time relative to the unconditional model: {logit / none:.3f}x."]

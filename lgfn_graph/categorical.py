@@ -79,7 +79,7 @@ class GraphActionCategorical:
         if B and not allow_empty and bool((self.n_valid == 0).any()):
             bad = (self.n_valid == 0).nonzero().flatten().tolist()
             raise ValueError(f"graphs {bad[:10]} have every action masked; the environment offered no legal action")
-        self.masked = [l.masked_fill(~m, float("-inf")) for l, m in zip(logits, masks)]
+        self.masked = [torch.where(m, l, float("-inf")) for l, m in zip(logits, masks)]
         self.log_norm = self._log_norm()  # [B]
 
     # -- per-row summaries reduced over graphs -------------------------------------------------
@@ -93,7 +93,10 @@ class GraphActionCategorical:
         row_max = [x.detach().amax(1) if x.shape[1] else x.new_empty(0) for x in self.masked]
         gmax = self._per_graph(row_max, "max")
         gmax = torch.where(torch.isfinite(gmax), gmax, torch.zeros_like(gmax))
-        sums = self._per_graph([(x - gmax[b][:, None]).exp().sum(1) for x, b in zip(self.masked, self.batch)], "sum")
+        row_sums = [(x - gmax[b][:, None]).exp().sum(1) for x, b in zip(self.masked, self.batch)]
+        # each row's share of its graph's mass, in log space (for two-stage sampling)
+        self._row_log_mass = [r.detach().log() + gmax[b] for r, b in zip(row_sums, self.batch)]
+        sums = self._per_graph(row_sums, "sum")
         # a graph with no legal action (allow_empty) gets 0, not log 0, so no NaN gradient flows back
         return torch.where(self.n_valid > 0, sums, torch.ones_like(sums)).log() + gmax
 
@@ -163,24 +166,41 @@ class GraphActionCategorical:
         return torch.cat(graphs), torch.cat(actions), torch.cat(lps)
 
     def sample(self, epsilon: float | Tensor = 0.0, generator: torch.Generator | None = None) -> Tensor:
-        """Draw one action per graph (Gumbel-max), ``[B, 3]``.
+        """Draw one action per graph, ``[B, 3]``.
 
         With probability ``epsilon`` (a float or a ``[B]`` tensor) a graph's action is drawn
         uniformly among its legal actions instead of from the policy.
+
+        Two exact stages, so that random numbers are drawn per row rather than per entry: a row
+        with probability its share of the graph's mass, then an entry of that row from the
+        row's softmax (each by Gumbel-max).
         """
         eps = torch.as_tensor(epsilon, dtype=self.dtype, device=self.device).expand(self.num_graphs)
         uniform = None
         if bool((eps > 0).any()):
             uniform = torch.rand(self.num_graphs, generator=generator, device=self.device) < eps
-        scores = []
-        for x, m, b in zip(self.masked, self.masks, self.batch):
-            x = x.detach()
+        rows = []
+        for lm, m, b in zip(self._row_log_mass, self.masks, self.batch):
+            if uniform is not None:  # a uniform action picks a row by its number of legal entries
+                lm = torch.where(uniform[b], m.sum(1).to(lm.dtype).log(), lm)
+            rows.append((lm + self._gumbel(lm.shape, generator))[:, None])
+        action = self._best(rows)
+        graph = torch.arange(self.num_graphs, device=self.device)
+        for k, (x, m) in enumerate(zip(self.masked, self.masks)):
+            sel = (action[:, 0] == k).nonzero().flatten()
+            if sel.numel() == 0:
+                continue
+            r = self.row_offsets[k, graph[sel]] + action[sel, 1]
+            x = x[r].detach()
             if uniform is not None:
-                x = torch.where(uniform[b][:, None] & m, torch.zeros_like(x), x)
-            # Gumbel noise -log(-log U); torch.rand is ~5x faster than exponential_ on CPU
-            u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-            scores.append(x - torch.log(-torch.log(u.clamp(1e-12, 1.0 - 1e-7))))
-        return self._best(scores)
+                x = torch.where(uniform[sel][:, None] & m[r], torch.zeros_like(x), x)
+            action[sel, 2] = (x + self._gumbel(x.shape, generator)).argmax(1)
+        return action
+
+    def _gumbel(self, shape, generator: torch.Generator | None) -> Tensor:
+        # -log(-log U): torch.rand is ~5x faster than exponential_ on CPU
+        u = torch.rand(shape, generator=generator, dtype=self.dtype, device=self.device)
+        return -torch.log(-torch.log(u.clamp(1e-12, 1.0 - 1e-7)))
 
     def argmax(self) -> Tensor:
         """The most probable action of each graph, ``[B, 3]``."""

@@ -102,8 +102,15 @@ def _parse_smiles(text: str) -> tuple[str | None, str, str]:
         if mol is not None:
             return Chem.MolToSmiles(mol), "", ""
         raw = Chem.MolFromSmiles(text, sanitize=False)
-        why = "syntax error" if raw is None else "; ".join(p.Message() for p in Chem.DetectChemistryProblems(raw))
+        why = "syntax error" if raw is None else _chemistry_problems(raw)
     return None, "unparsable SMILES", f"{text!r} ({why})"
+
+
+def _chemistry_problems(mol: Chem.Mol) -> str:
+    try:
+        return "; ".join(p.Message() for p in Chem.DetectChemistryProblems(mol))
+    except RuntimeError as e:  # RDKit cannot even check some inputs, e.g. [CH128]
+        return str(e)
 
 
 def _parse_value(text: str, smiles: str) -> tuple[float | None, str, str]:

@@ -96,9 +96,12 @@ class FingerprintProxy:
         out = np.zeros((len(mols), self.n_bits), dtype=np.uint8)
         for i, m in enumerate(mols):
             mol = Chem.MolFromSmiles(m) if isinstance(m, str) else m
-            if mol is None:
+            if mol is None or mol.GetNumAtoms() == 0:
                 raise ProxyError(f"molecule {i} is not a molecule: {m!r}")
-            out[i] = gen.GetFingerprintAsNumPy(mol)
+            try:
+                out[i] = gen.GetFingerprintAsNumPy(mol)
+            except RuntimeError as e:  # e.g. an unsanitized Mol (RDKit raises its own types)
+                raise ProxyError(f"molecule {i} cannot be fingerprinted: {e}") from None
         return out
 
     def fit(self, data: MoleculeDataset | Sequence[Chem.Mol | str], values: Sequence[float] | None = None,

@@ -235,7 +235,10 @@ def _structure_problem(i: int, mol) -> str | None:
     if mol is None:
         return f"molecule {i} is None (not a molecule)"
     with rdBase.BlockLogs():
-        problems = Chem.DetectChemistryProblems(mol)
+        try:
+            problems = Chem.DetectChemistryProblems(mol)
+        except RuntimeError as e:  # RDKit cannot even check some molecules, e.g. [CH128]
+            return f"molecule {i} fails RDKit sanitization ({e}): {_smiles(mol)}"
     if problems:
         return f"molecule {i} fails RDKit sanitization ({problems[0].Message()}): {_smiles(mol)}"
     return None

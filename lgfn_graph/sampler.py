@@ -105,7 +105,7 @@ def sample_trajectories(gfn: TemperatureGFlowNet, env, beta: Tensor, epsilon: fl
         sub = s[idx]
         cat = gfn.policy(env.to_graph(sub), beta[idx], env.forward_masks(sub))
         a = cat.sample(epsilon, generator)
-        nxt = env.step(sub, a)
+        nxt = env.step(sub, a, check=False)  # drawn from the masks, so legal
         stop = env.is_stop(a)
         pb = torch.where(stop, torch.zeros(()), uniform_backward_log_prob(env, nxt))
         step_a = torch.full((B, 3), -1, dtype=torch.long)

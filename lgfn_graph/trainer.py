@@ -46,7 +46,9 @@ class TrainConfig:
             when it has one (``log |Aut(x)|`` for fragment trees), so that the learned
             distribution is :math:`\propto R(x)^\beta` over objects rather than over labelled
             states.
-        seed: seeds the model initialisation and every random draw of training.
+        seed: seeds every random draw of training (rank r of a distributed run uses ``seed + r``).
+            The model is built before the trainer: seed torch before building it for a
+            reproducible initialisation (``lgfn train`` and the task scripts do).
         grad_clip: gradient-norm clip (``0``: none).
         log_reward_floor: rewards below it count as it (so ``log R`` stays finite).
         on_invalid: a molecule that is invalid, or whose reward raises or is NaN, infinite or

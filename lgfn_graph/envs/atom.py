@@ -276,9 +276,13 @@ class AtomEnv:
             bad = (~ok).nonzero().flatten().tolist()
             raise ValueError(f"illegal {kind} actions for states {bad[:10]}: {actions[bad[:3]].tolist()}")
 
-    def step(self, states: AtomStates, actions: Tensor) -> AtomStates:
-        """Apply forward actions ``[B, 3]``; ``stop`` leaves a state unchanged. Returns new states."""
-        self._check(states, actions, self._dense_forward(states), "forward")
+    def step(self, states: AtomStates, actions: Tensor, check: bool = True) -> AtomStates:
+        """Apply forward actions ``[B, 3]``; ``stop`` leaves a state unchanged. Returns new states.
+
+        ``check=False`` skips validating the actions, for callers that drew them from this
+        environment's masks (the sampler)."""
+        if check:
+            self._check(states, actions, self._dense_forward(states), "forward")
         s = states.clone()
         t, row, col = actions.unbind(1)
         first = (t == ADD_FIRST).nonzero().flatten()

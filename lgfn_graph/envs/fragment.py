@@ -219,9 +219,13 @@ class FragmentEnv:
     def is_stop(self, actions: Tensor) -> Tensor:
         return actions[:, 0] == STOP
 
-    def step(self, states: FragmentStates, actions: Tensor) -> FragmentStates:
-        """Apply forward actions ``[B, 3]``; ``stop`` leaves a state unchanged. Returns new states."""
-        self._check_forward(states, actions)
+    def step(self, states: FragmentStates, actions: Tensor, check: bool = True) -> FragmentStates:
+        """Apply forward actions ``[B, 3]``; ``stop`` leaves a state unchanged. Returns new states.
+
+        ``check=False`` skips validating the actions, for callers that drew them from this
+        environment's masks (the sampler)."""
+        if check:
+            self._check_forward(states, actions)
         s = states.clone()
         t, row, col = actions.unbind(1)
         first = (t == ADD_FIRST).nonzero().flatten()
