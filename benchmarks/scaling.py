@@ -103,15 +103,16 @@ def plot(by_batch: list[dict], by_frags: list[dict], path: Path) -> None:
 
 def report(a, argv: list[str], by_batch: list[dict], by_frags: list[dict]) -> str:
     """The Markdown report: the setting, a table per sweep, and the fitted slopes."""
-    head = ["batch", "max_fragments", "step_s", "sample_s", "reward_s", "loss_backward_s", "floor_s",
-            "states_per_step", "ms_per_state", "ratio_without_reward"]
+    head = ["batch", "max_fragments", "step_s", "sample_s", "reward_s", "loss_backward_s", "sample_floor_s",
+            "floor_s", "states_per_step", "ms_per_state", "step_ratio", "ratio_without_reward"]
     fits = {"batch": slopes(by_batch, "batch"), "max_fragments": slopes(by_frags, "max_fragments")}
     lines = [f"# Training step scaling ({date.today()}, {machine()})", "",
              "`" + " ".join(["python benchmarks/scaling.py", *argv]) + "`", "",
              f"Fragment QED task (QED x SA), library `{Path(a.library).name}`, {a.num_layers}x{a.hidden} graph "
              f"transformer, logit conditioning, TB; median of {a.steps} steps after {a.warmup} warm-up steps. "
-             "`ratio_without_reward`: (sampling + loss and backward) / floor, the floor being the network's "
-             "forward + backward over the step's states.", "",
+             "`step_ratio`: (sampling + loss and backward) / (sampling floor + training floor), the floors "
+             "being the network's forward passes over the sampled states and its forward + backward over the "
+             "step's states; `ratio_without_reward`: the same over the training floor alone.", "",
              f"## Batch size, at most {a.fragments} fragments", ""]
     lines += markdown_table(by_batch, head)
     lines += ["", f"## Most fragments, batch {a.batch}", ""]

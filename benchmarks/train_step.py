@@ -5,9 +5,11 @@ fragments, batch 64, a 4-layer 128-wide graph transformer, trajectory balance. T
 QED x SA (RDKit), timed separately.
 
 It times the library's own training step: sampling without gradients, reward, then one batched
-forward + backward over every visited state (``Trainer.collect`` and ``Trainer.update``). The
-floor is the network's own forward + backward over the same batch of graphs (all states of the
-step's trajectories in one PyG batch), timed in the same process.
+forward + backward over every visited state (``Trainer.collect`` and ``Trainer.update``). Two
+floors are timed in the same process: for training, the network's own forward + backward over
+the same batch of graphs (all states of the step's trajectories in one PyG batch); for
+sampling, the network's forward passes over the same states, batched as the sampler batches
+them (one pass per time step over the unfinished trajectories). A step's floor is their sum.
 
     python benchmarks/train_step.py [--library PATH] [--steps 30] [--out benchmarks/results/train_step.md]
 
@@ -84,10 +86,26 @@ def time_steps(env, reward, model: L.ModelConfig, batch: int, steps: int, warmup
         sum(l.sum() for l in gfn.policy.logits(data, vb)).backward()
         t5 = time.perf_counter()
         trainer.optimizer.zero_grad()
+        sample_floor = _sampling_floor(env, gfn, traj)
         if it >= warmup:
             records.append({"sample_s": m["time_sample"], "reward_s": m["time_reward"],
-                            "loss_backward_s": m["time_train"], "floor_s": t5 - t4, "states": int(traj.length.sum())})
+                            "loss_backward_s": m["time_train"], "floor_s": t5 - t4, "sample_floor_s": sample_floor,
+                            "states": int(traj.length.sum())})
     return records
+
+
+@torch.no_grad()
+def _sampling_floor(env, gfn, traj) -> float:
+    """Seconds of the network's forward passes over the states the sampler evaluated, batched as
+    it batches them (graphs built beforehand, not timed)."""
+    passes = []
+    for t in range(traj.actions.shape[0]):
+        alive = (traj.length > t).nonzero().flatten()
+        passes.append((env.to_graph(traj.states[t][alive]), traj.beta[alive]))
+    t0 = time.perf_counter()
+    for data, beta in passes:
+        gfn.policy.logits(data, beta)
+    return time.perf_counter() - t0
 
 
 def summarize(records: Sequence[dict], batch: int, reduce: Callable = statistics.mean) -> dict:
@@ -97,8 +115,11 @@ def summarize(records: Sequence[dict], batch: int, reduce: Callable = statistics
     per_step["step_s"] = [r["sample_s"] + r["reward_s"] + r["loss_backward_s"] for r in records]
     per_step["net_s"] = [r["sample_s"] + r["loss_backward_s"] for r in records]
     x = {k: float(reduce(v)) for k, v in per_step.items()}
+    step_floor = x["floor_s"] + x["sample_floor_s"]
     return {"step_s": x["step_s"], "sample_s": x["sample_s"], "reward_s": x["reward_s"],
-            "loss_backward_s": x["loss_backward_s"], "floor_s": x["floor_s"],
+            "loss_backward_s": x["loss_backward_s"], "floor_s": x["floor_s"], "sample_floor_s": x["sample_floor_s"],
+            "sample_ratio": x["sample_s"] / x["sample_floor_s"], "update_ratio": x["loss_backward_s"] / x["floor_s"],
+            "step_ratio": x["net_s"] / step_floor,
             "ratio_without_reward": x["net_s"] / x["floor_s"], "ratio_with_reward": x["step_s"] / x["floor_s"],
             "traj_per_s": batch / x["step_s"], "states_per_s": x["states"] / x["step_s"],
             "states_per_traj": x["states"] / batch, "states_per_step": x["states"],
@@ -122,15 +143,20 @@ def main(argv=None):
     env = L.FragmentEnv(L.FragmentLibrary.from_json(a.library), max_fragments=9)
     rows = [time_mode(env, L.qed_sa(), m, a.steps, a.warmup, a.batch_size) for m in L.policy.MODES]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    head = ["mode", "step_s", "sample_s", "reward_s", "loss_backward_s", "floor_s", "ratio_without_reward",
-            "ratio_with_reward", "traj_per_s", "states_per_s", "states_per_traj"]
+    head = ["mode", "step_s", "sample_s", "reward_s", "loss_backward_s", "sample_floor_s", "floor_s",
+            "sample_ratio", "update_ratio", "step_ratio", "ratio_without_reward", "traj_per_s", "states_per_s",
+            "states_per_traj"]
     lines = [f"# Training step vs floor ({date.today()}, {machine()})", "",
              f"`python benchmarks/train_step.py --steps {a.steps}`: 72 fragments, max 9, batch {a.batch_size}, "
              f"4x128 graph transformer, TB, reward QED x SA; sampling without gradients, then one batched replay. Peak RSS {peak:.0f} MiB.", ""]
     lines += markdown_table(rows, head)
     logit = next(r for r in rows if r["mode"] == "logit")["step_s"]
     none = next(r for r in rows if r["mode"] == "none")["step_s"]
-    lines += ["", f"Logit-GFN step time relative to the unconditional model: {logit / none:.3f}x."]
+    lines += ["", "`sample_ratio`: sampling / its floor (the network's forward passes over the sampled states); "
+              "`update_ratio`: loss + backward / its floor (the network's forward + backward over the batch); "
+              "`step_ratio`: step without reward / the sum of both floors; `ratio_without_reward`: step without "
+              "reward / the training floor alone.", "",
+              f"Logit-GFN step time relative to the unconditional model: {logit / none:.3f}x."]
     text = "\n".join(lines) + "\n"
     with L.io.atomic_write(a.out) as f:
         f.write(text)
