@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from rdkit import Chem
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # tqdm.auto needs ipywidgets in notebooks
 
 from . import distributed as D
 from .betas import BetaSampler
@@ -24,7 +24,8 @@ from .losses import OBJECTIVES, detailed_balance, subtrajectory_balance, traject
 from .policy import TemperatureGFlowNet
 from .rewards import RewardFn, score_molecules
 from .sampledb import SampleDB
-from .sampler import Replay, Trajectories, replay, sample_backward_trajectories, sample_trajectories
+from .sampler import (Replay, Trajectories, model_device, replay, sample_and_evaluate, sample_backward_trajectories,
+                      sample_trajectories)
 
 
 @dataclass
@@ -62,6 +63,14 @@ class TrainConfig:
         replay_priority: ``"uniform"`` or ``"reward"`` (see :class:`ReplayBuffer`).
         sample_db: record every sampled molecule in ``samples.db`` (SQLite) in ``out_dir``.
         tensorboard: write TensorBoard logs into ``out_dir/tb``.
+        backprop_through_sampling: a batch sampled on-policy (no ``explore_beta``, nothing from
+            a replay buffer or dataset) back-propagates through the model passes that sampled
+            it, keeping their activations while the reward runs: the same loss and gradients as
+            evaluating its states again (:func:`~lgfn_graph.sampler.replay`), one forward pass
+            fewer per step. ``False``: always sample without gradients, then replay.
+        device: where the model trains: ``"cpu"``, ``"cuda"`` or ``"cuda:K"`` (under
+            ``torchrun``, ``"cuda"`` means each process's own GPU, ``LOCAL_RANK``). The
+            environment and the reward stay on the CPU.
     """
 
     steps: int = 1000
@@ -84,6 +93,8 @@ class TrainConfig:
     replay_priority: str = "reward"
     sample_db: bool = True
     tensorboard: bool = True
+    backprop_through_sampling: bool = True
+    device: str = "cpu"
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
@@ -92,6 +103,16 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.on_invalid must be 'raise' or 'floor', got {self.on_invalid!r}")
         if not 0.0 <= self.replay_fraction <= 1.0:
             raise ValueError(f"TrainConfig.replay_fraction must be in [0, 1], got {self.replay_fraction}")
+        try:
+            dev = torch.device(self.device)
+        except RuntimeError:
+            raise ValueError(f"TrainConfig.device must name a torch device ('cpu', 'cuda', 'cuda:1'), "
+                             f"got {self.device!r}") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"TrainConfig.device is {self.device!r}, but this torch sees no CUDA device "
+                             f"(torch {torch.__version__}, CUDA build: {torch.version.cuda is not None})")
+        if dev.type not in ("cpu", "cuda"):
+            raise ValueError(f"TrainConfig.device must be a CPU or CUDA device, got {self.device!r}")
 
 
 @dataclass
@@ -105,6 +126,9 @@ class Collected:
         log_reward: ``[B]``, ``log R(x)``.
         smiles: the SMILES of the sampled molecules (``None`` for an invalid one).
         invalid: how many sampled molecules were invalid or had a bad reward.
+        replay: the model's terms along the trajectories, with gradients, from the passes that
+            sampled them (on-policy batches, ``TrainConfig.backprop_through_sampling``), or
+            ``None``: :meth:`Trainer.update` evaluates them.
     """
 
     trajectories: Trajectories
@@ -115,6 +139,7 @@ class Collected:
     invalid: int
     time_sample: float
     time_reward: float
+    replay: Replay | None = None
 
 
 class Objective(nn.Module):
@@ -125,13 +150,18 @@ class Objective(nn.Module):
         super().__init__()
         self.gfn, self.env, self.config = gfn, env, config
 
-    def forward(self, traj: Trajectories, log_r: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-        """Per-trajectory loss ``[B]`` at ``beta`` (``[B]``)."""
+    def forward(self, traj: Trajectories, log_r: torch.Tensor, beta: torch.Tensor,
+                rep: Replay | None = None) -> torch.Tensor:
+        """Per-trajectory loss ``[B]`` at ``beta`` (``[B]``), on the model's device. ``rep``: the
+        model's terms along ``traj`` at ``beta`` when already computed, else they are replayed."""
         c = self.config
-        rep: Replay = replay(self.gfn, self.env, traj, beta)
+        dev = model_device(self.gfn)
+        beta, log_r = beta.to(dev), log_r.to(dev)
+        if rep is None:
+            rep = replay(self.gfn, self.env, traj, beta)
         sym = None
         if c.symmetry_correction and hasattr(self.env, "log_reward_correction"):
-            sym = self.env.log_reward_correction(traj.terminal)
+            sym = self.env.log_reward_correction(traj.terminal).to(dev)
         log_z = self.gfn.log_z(beta)
         if c.objective == "tb":
             return trajectory_balance(log_z, rep.log_pf, rep.log_pb, log_r, beta, sym)
@@ -178,6 +208,8 @@ class Trainer:
         if dataset is not None and len(dataset) == 0:
             raise ValueError("the offline dataset is empty")
         self.rank, self.world_size = D.rank(), D.world_size()
+        self.device = torch.device(config.device)
+        gfn.to(self.device)
         self.out_dir = Path(out_dir) if out_dir is not None and self.rank == 0 else None
         self._record_smiles = bool(callbacks) or (out_dir is not None and config.sample_db)
         self.dataset = dataset
@@ -187,7 +219,9 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(config.seed + self.rank)
         self.objective = Objective(gfn, env, config)
         self._loss_fn = D.wrap(self.objective)
-        self.optimizer = torch.optim.Adam(gfn.parameter_groups(config.lr, config.lr_log_z))
+        # the fused kernel: one pass over all parameters, ~5x faster than the default on CPU
+        self.optimizer = torch.optim.Adam(gfn.parameter_groups(config.lr, config.lr_log_z),
+                                          fused=self.device.type in ("cpu", "cuda"))
         self.step = 0
         self._stop_requested = False
 
@@ -206,11 +240,14 @@ class Trainer:
         if self.buffer is not None and len(self.buffer) >= c.batch_size:
             n_stored = int(round(c.replay_fraction * c.batch_size))
         n = c.batch_size - n_stored
-        parts, logr, smiles, invalid, t_sample, t_reward = [], [], [], 0, 0.0, 0.0
+        parts, logr, smiles, invalid, t_sample, t_reward, rep = [], [], [], 0, 0.0, 0.0, None
         if n:
             t0 = time.perf_counter()
             explore = c.explore_beta.sample(n, self.generator, progress) if c.explore_beta else beta[:n]
-            with torch.no_grad():
+            if c.backprop_through_sampling and n_stored == 0 and c.explore_beta is None:
+                with torch.enable_grad():
+                    traj, rep = sample_and_evaluate(self.gfn, self.env, explore, c.epsilon, self.generator)
+            else:
                 traj = sample_trajectories(self.gfn, self.env, explore, c.epsilon, self.generator)
             t1 = time.perf_counter()
             mols = [self.env.to_mol(traj.terminal, i) for i in range(n)]
@@ -232,7 +269,7 @@ class Trainer:
             logr.append(stored_logr)
             t_sample += time.perf_counter() - t0
         traj = parts[0] if len(parts) == 1 else Trajectories.cat(parts, self.env)
-        return Collected(traj, beta, torch.cat(logr), n, smiles, invalid, t_sample, t_reward)
+        return Collected(traj, beta, torch.cat(logr), n, smiles, invalid, t_sample, t_reward, rep)
 
     def update(self, batch: Collected) -> dict:
         """Evaluate the model on all the batch's states in one pass at the training beta, and take
@@ -240,7 +277,7 @@ class Trainer:
         c = self.config
         t0 = time.perf_counter()
         traj, beta, logr = batch.trajectories, batch.beta, batch.log_reward
-        loss = self._loss_fn(traj, logr, beta).mean()
+        loss = self._loss_fn(traj, logr, beta, batch.replay).mean()
         self.optimizer.zero_grad()
         loss.backward()
         if c.grad_clip:
@@ -254,7 +291,7 @@ class Trainer:
         return {"step": self.step, "loss": value.item(),
                 "mean_reward": sampled.exp().mean().item() if batch.num_sampled else float("nan"),
                 "mean_length": traj.length.float().mean().item(), "mean_beta": beta.mean().item(),
-                "log_z": self.gfn.log_z(beta.mean().reshape(1)).item(), "invalid": batch.invalid,
+                "log_z": self.gfn.log_z(beta.mean().reshape(1).to(self.device)).item(), "invalid": batch.invalid,
                 "time_sample": batch.time_sample, "time_reward": batch.time_reward,
                 "time_train": time.perf_counter() - t0}
 

@@ -1,0 +1,111 @@
+"""The runs of a study: one folder per (conditioning mode, seed), finished once its
+``result.json`` exists. A rerun into the same output folder skips finished runs and redoes an
+unfinished one (a study killed midway) from scratch."""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from tqdm.auto import tqdm
+
+from ..config import ConfigError
+from ..policy import MODES
+from ..io import atomic_write
+
+RESULT_FILE = "result.json"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a study: a conditioning mode and a seed."""
+
+    conditioning: str
+    seed: int
+
+    def folder(self, out: str | Path) -> Path:
+        """Where the run writes: ``out/runs/<conditioning>/seed<seed>``."""
+        return Path(out) / "runs" / self.conditioning / f"seed{self.seed}"
+
+
+# (spec, its folder, show progress) -> the run's results as plain JSON data
+RunFn = Callable[[RunSpec, Path, bool], dict]
+
+
+def run_specs(conditionings: Sequence[str], seeds: Sequence[int]) -> list[RunSpec]:
+    """Every (mode, seed) pair, seed by seed, so a study stopped early has compared every mode on
+    its first seeds."""
+    return [RunSpec(c, s) for s in seeds for c in conditionings]
+
+
+def check_runs(conditionings: Sequence[str], seeds: Sequence[int]) -> None:
+    """Raise ``ValueError`` unless both lists are non-empty, free of repeats and the modes known."""
+    for name, values in (("conditionings", conditionings), ("seeds", seeds)):
+        if not values:
+            raise ValueError(f"{name} is empty")
+        if len(set(values)) != len(values):
+            raise ValueError(f"{name} repeats a value: {list(values)}")
+    bad = [c for c in conditionings if c not in MODES]
+    if bad:
+        raise ValueError(f"unknown conditioning mode {bad[0]!r}; modes: {', '.join(MODES)}")
+
+
+def run_all(out: str | Path, specs: Sequence[RunSpec], settings: dict, run: RunFn, progress: bool = True,
+            desc: str = "runs") -> tuple[list[dict], int]:
+    """Run each spec not yet finished under ``out``; returns ``(results, skipped)``.
+
+    Each result is ``{"conditioning", "seed", "settings", **run(...)}``, written atomically to
+    the run's ``result.json`` when the run ends. ``settings`` (plain data: everything that
+    changes a run's outcome) is recorded there; a finished run recorded with other settings
+    raises :class:`ConfigError` rather than mixing two experiments in one table.
+    """
+    settings = _plain(settings)
+    results, skipped = [], 0
+    bar = tqdm(specs, desc=desc, disable=not progress)
+    for spec in bar:
+        bar.set_postfix_str(f"{spec.conditioning}, seed {spec.seed}")
+        folder = spec.folder(out)
+        result = finished_result(folder, settings)
+        if result is not None:
+            skipped += 1
+        else:
+            if folder.exists():
+                shutil.rmtree(folder)  # left by a killed run: the trainer would append to its logs
+            result = _plain({"conditioning": spec.conditioning, "seed": spec.seed, "settings": settings,
+                             **run(spec, folder, progress)})
+            with atomic_write(folder / RESULT_FILE) as f:
+                json.dump(result, f, indent=1)
+        results.append(result)
+    return results, skipped
+
+
+def finished_result(folder: str | Path, settings: dict) -> dict | None:
+    """The result of the finished run in ``folder``, or ``None`` if it has not finished.
+
+    Raises:
+        ConfigError: the run was made with settings other than ``settings``.
+    """
+    path = Path(folder) / RESULT_FILE
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    if result["settings"] != _plain(settings):
+        diff = "; ".join(_differences(result["settings"], _plain(settings))[:3])
+        raise ConfigError(f"{folder} holds a finished run with other settings ({diff}): choose another --out, "
+                          "or delete that folder to redo it")
+    return result
+
+
+def _plain(data):
+    """``data`` as JSON reads it back (tuples become lists), so that comparisons are exact."""
+    return json.loads(json.dumps(data))
+
+
+def _differences(old, new, path: str = "") -> list[str]:
+    """``"key: old -> new"`` for each dotted key whose value differs."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = list(old) + [k for k in new if k not in old]
+        return [d for k in keys for d in _differences(old.get(k), new.get(k), f"{path}.{k}" if path else k)]
+    return [] if old == new else [f"{path}: {old!r} -> {new!r}"]

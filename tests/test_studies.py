@@ -1,0 +1,199 @@
+"""The studies at --quick size: reports, skipping finished runs, the mode count against a recount
+from the samples on disk, the offline dataset split and training data, configuration errors."""
+import csv
+import json
+import math
+from itertools import groupby
+
+import pytest
+import torch
+
+from lgfn_graph.cli import main as lgfn
+from lgfn_graph.config import ConfigError
+from lgfn_graph.metrics import ModeTracker, canonical_smiles
+from lgfn_graph.sampledb import SampleDB
+from lgfn_graph.studies import mode_seeking as MS
+from lgfn_graph.studies import offline_generalization as OG
+from lgfn_graph.studies._runs import RESULT_FILE, RunSpec
+from lgfn_graph.task import TaskConfig, build_task
+from tasks import mode_seeking as mode_seeking_script
+
+PNG = b"\x89PNG\r\n\x1a\n"
+MODES = ["logit", "layer", "logit+layer", "none"]
+SEEDS = [0, 1]
+
+
+def _csv(path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def _check_report(out, name, rows_expected: int, columns: list[str]) -> list[dict]:
+    rows = _csv(out / f"{name}.csv")
+    assert len(rows) == rows_expected and list(rows[0]) == columns
+    for r in rows:
+        for k in columns[1:]:
+            assert math.isfinite(float(r[k])), (k, r)
+    assert (out / f"{name}.png").read_bytes()[:8] == PNG
+    return rows
+
+
+def _mtimes(out) -> dict:
+    return {p: p.stat().st_mtime_ns for p in sorted(out.glob(f"runs/*/*/{RESULT_FILE}"))}
+
+
+# -- mode seeking ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def mode_study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mode_seeking")
+    # a low threshold, so that the tiny runs find modes and the count is worth checking
+    argv = ["--quick", "--out", str(out), "--seeds", "0,1", "--no-progress", "mode_criteria.reward_threshold=0.6",
+            f"publish={out / 'published'}"]
+    assert MS.main(argv) == 0
+    return out, argv
+
+
+def test_mode_seeking_writes_a_row_per_mode_to_table_csv_and_png(mode_study):
+    out, _ = mode_study
+    metrics = [m for m, _, _ in MS.METRICS]
+    columns = ["conditioning", "seeds", "trajectories"] + [f"{m}_{s}" for m in metrics for s in ("mean", "std")]
+    rows = _check_report(out, "mode_seeking", len(MODES), columns)
+    assert [r["conditioning"] for r in rows] == MODES
+    assert all(r["seeds"] == "2" and r["trajectories"] == "40" for r in rows)  # 5 steps of 8, equal for all
+    table = [line for line in (out / "mode_seeking.md").read_text().splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| mode | modes found | top-5 reward | top-5 diversity")
+    assert [t.split(" | ")[0][2:] for t in table[1:]] == ["logit", "layer", "logit+layer", "none (beta = 2)"]
+    for name in ("mode_seeking.md", "mode_seeking.csv", "mode_seeking.png"):
+        assert (out / "published" / name).read_bytes() == (out / name).read_bytes()
+
+
+def test_mode_count_matches_a_recount_from_the_samples_on_disk(mode_study):
+    out, _ = mode_study
+    total = 0
+    for c in MODES:
+        for s in SEEDS:
+            folder = RunSpec(c, s).folder(out)
+            result = json.loads((folder / RESULT_FILE).read_text())
+            tracker = ModeTracker(reward_threshold=0.6, max_similarity=0.7, reward_scale=0.8)
+            with SampleDB(folder / "samples.db") as db:
+                rows = db.rows()
+            for _, group in groupby(rows, key=lambda r: r["step"]):
+                group = list(group)
+                tracker.update([r["smiles"] for r in group], [r["reward"] for r in group], len(group))
+            assert [list(h) for h in tracker.history] == result["history"]
+            assert tracker.modes == result["modes"] and result["modes_found"] == len(tracker.modes)
+            rebuilt = MS.ModeRecorder.from_samples(folder / "samples.db", MS.ModeCriteria(reward_threshold=0.6))
+            assert rebuilt.tracker.history == tracker.history and rebuilt.summary(5) == {
+                k: v for k, v in result.items() if k in rebuilt.summary(5)}
+            assert [h[0] for h in result["history"]] == [8 * k for k in range(1, 6)]
+            best = {}
+            for r in rows:
+                best[r["smiles"]] = max(r["reward"], best.get(r["smiles"], 0.0))
+            top = sorted(best.values(), reverse=True)[:result["top_k"]]
+            assert result["top_k"] == 5 and result["top_k_reward"] == pytest.approx(sum(top) / len(top))
+            assert result["unique_molecules"] == len(set(canonical_smiles(list(best))))
+            total += len(tracker.modes)
+    assert total > 0  # otherwise the comparison above proves little
+
+
+def test_a_rerun_skips_finished_runs_and_redoes_a_killed_one(mode_study, monkeypatch):
+    out, argv = mode_study
+    killed = RunSpec("layer", 1).folder(out)
+    before = json.loads((killed / RESULT_FILE).read_text())
+    (killed / RESULT_FILE).unlink()  # as if the study had been killed while training this run
+    mtimes = _mtimes(out)
+    calls = []
+    real = MS.train_run
+
+    def counting(cfg, spec, folder, progress=True, callbacks=()):
+        calls.append(spec)
+        return real(cfg, spec, folder, progress, callbacks)
+
+    monkeypatch.setattr(MS, "train_run", counting)
+    assert MS.main(argv) == 0
+    assert calls == [RunSpec("layer", 1)]
+    assert {p: t for p, t in _mtimes(out).items() if p != killed / RESULT_FILE} == mtimes and len(mtimes) == 7
+    # redone from scratch: its logs hold one run, not the killed one's steps and then the new ones
+    assert len((killed / "metrics.jsonl").read_text().splitlines()) == 5
+    after = json.loads((killed / RESULT_FILE).read_text())
+    assert after["history"] == before["history"] and after["modes"] == before["modes"]
+    with pytest.raises(ConfigError, match="other settings.*train.lr: 0.001 -> 0.01"):
+        MS.main(argv + ["train.lr=0.01"])
+
+
+# -- offline generalization -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def offline_study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("offline")
+    argv = ["--quick", "--out", str(out), "--seeds", "0,1", "--no-progress"]
+    assert OG.main(argv) == 0
+    return out, argv
+
+
+def test_offline_study_writes_tables_csv_and_png_and_reruns_nothing(offline_study, monkeypatch):
+    out, argv = offline_study
+    metrics = [m for m, _, _ in OG.METRICS]
+    columns = ["conditioning", "beta", "seeds"] + [f"{m}_{s}" for m in metrics for s in ("mean", "std")]
+    rows = _check_report(out, "offline_generalization", len(MODES) * 2, columns)
+    assert [(r["conditioning"], float(r["beta"])) for r in rows] == [(c, b) for c in MODES for b in (1.0, 100.0)]
+    text = (out / "offline_generalization.md").read_text()
+    for _, heading, _ in OG.METRICS:
+        table = text.split(f"## {heading.format(k=5)}\n\n")[1].split("\n\n")[0].splitlines()
+        assert table[0] == "| mode | 1 | 100 |" and [t.split(" | ")[0][2:] for t in table[2:]] == MODES
+    mtimes, dataset = _mtimes(out), (out / "dataset.pt").stat().st_mtime_ns
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a finished run was run again")
+
+    monkeypatch.setattr(OG, "train_run", fail)
+    assert OG.main(argv) == 0
+    assert _mtimes(out) == mtimes and len(mtimes) == 8 and (out / "dataset.pt").stat().st_mtime_ns == dataset
+
+
+def test_offline_split_is_the_low_reward_half_and_training_sees_only_it(tmp_path):
+    cfg = OG.OfflineGeneralizationConfig(
+        task=TaskConfig(max_fragments=3), data=OG.DatasetConfig(size=200, heldout=40),
+        eval=OG.OfflineEvalConfig(betas=[1.0, 1000.0], samples=8, likelihood_samples=2))
+    cfg.model.hidden, cfg.model.num_layers, cfg.train.steps, cfg.train.batch_size = 16, 1, 6, 16
+    env, reward = build_task(cfg.task)
+    data = OG.build_dataset(env, reward, cfg.data)
+    train_r, pool_r = data.train_log_reward, data.pool_log_reward
+    assert len(data.heldout_smiles) == 40 and len(data.train_smiles) == len(pool_r) // 2
+    assert bool((train_r <= pool_r.median()).all())
+    assert torch.equal(train_r.sort().values, pool_r.sort().values[:len(train_r)])  # exactly the lowest half
+    assert not set(data.train_smiles) & set(data.heldout_smiles)
+    assert len(set(data.train_smiles)) == len(data.train_smiles)
+    assert env.to_smiles(data.train) == data.train_smiles and env.to_smiles(data.heldout) == data.heldout_smiles
+    mols = [env.to_mol(data.heldout, i) for i in range(len(data.heldout))]
+    assert torch.allclose(reward(mols).log(), data.heldout_log_reward)
+    assert data.heldout_log_reward.max() > train_r.max()  # held out: every reward, not just the low ones
+
+    allowed, batches = set(data.train_smiles), []
+
+    def only_dataset_molecules(trainer, batch, metrics):
+        assert batch.num_sampled == 0  # offline: the policy never samples
+        smiles = env.to_smiles(batch.trajectories.terminal)
+        assert set(smiles) <= allowed, set(smiles) - allowed
+        batches.append(len(smiles))
+
+    result = OG.train_run(cfg, data, RunSpec("logit", 0), tmp_path / "run", False, [only_dataset_molecules])
+    assert batches == [16] * 6
+    assert [r["beta"] for r in result["eval"]] == [1.0, 1000.0]
+    assert all(math.isfinite(v) for r in result["eval"] for v in r.values())
+
+
+# -- configuration --------------------------------------------------------------------------------
+def test_an_unknown_key_fails_naming_it(tmp_path, capsys):
+    bad = tmp_path / "study.yaml"
+    bad.write_text("trian:\n  steps: 3\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'trian' \(did you mean 'train'\?\)"):
+        MS.main(["--config", str(bad)])
+    with pytest.raises(ConfigError, match=r"'data.heldot'.*did you mean 'data.heldout'"):
+        OG.main(["--quick", "data.heldot=3"])
+    with pytest.raises(ConfigError, match="unknown conditioning mode 'logits'"):
+        OG.main(["--modes", "logit,logits"])
+    # through the command line and the script: one line on stderr, status 2, nothing run
+    assert lgfn(["study", "mode_seeking", "--config", str(bad)]) == 2
+    assert mode_seeking_script.main(["mode_criteria.reward_treshold=0.5"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "'trian'" in err[0] and "did you mean 'mode_criteria.reward_threshold'" in err[1]
