@@ -2,16 +2,26 @@
 
 Setting (the reference library's seh_frag defaults): the 72-fragment library, at most 9
 fragments, batch 64, a 4-layer 128-wide graph transformer, trajectory balance. The reward is
-QED x SA (RDKit), timed separately.
+QED x SA (RDKit) or, with ``--reward seh``, the sEH proxy (``$LGFN_SEH_PROXY`` or the shared
+data file), timed separately from the library's own work.
 
-It times the library's own training step: sampling without gradients, reward, then one batched
-forward + backward over every visited state (``Trainer.collect`` and ``Trainer.update``). Two
-floors are timed in the same process: for training, the network's own forward + backward over
-the same batch of graphs (all states of the step's trajectories in one PyG batch); for
-sampling, the network's forward passes over the same states, batched as the sampler batches
-them (one pass per time step over the unfinished trajectories). A step's floor is their sum.
+It times the library's own training step (``Trainer.collect`` and ``Trainer.update``): on-policy
+sampling that keeps the gradients of its model passes, the reward, then the loss and one
+backward pass through the sampling passes (``TrainConfig.backprop_through_sampling``). Three
+more things are timed in the same process over the same states:
 
-    python benchmarks/train_step.py [--library PATH] [--steps 30] [--out benchmarks/results/train_step.md]
+* the sampling floor: the network's own forward passes over the states the sampler evaluated,
+  batched as the sampler batches them (one pass per time step over the unfinished
+  trajectories), graphs built beforehand;
+* the training floor: the network's own forward + backward over every state of the step in one
+  batch of graphs;
+* sampling for inference: the library sampling the same trajectories without gradients (the
+  same random draws), as ``lgfn sample`` does.
+
+A step's floor is the sum of the two floors; the target is a step (reward excluded) within 1.5x
+of it. The ratio to the training floor alone is reported too.
+
+    python benchmarks/train_step.py [--library PATH] [--reward qed_sa|seh] [--steps 20] [--out benchmarks/results/train_step.md]
 
 The other benchmarks reuse its timing (:func:`time_steps`, :func:`summarize`) and its report
 helpers (:func:`machine`, :func:`markdown_table`, :func:`parse_args`).
@@ -34,7 +44,9 @@ import torch
 import lgfn_graph as L
 from lgfn_graph.envs import FragmentStates
 
-DEFAULT_LIB = Path(__file__).resolve().parents[2] / "shared" / "data" / "fragments" / "fragments_72.json"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+DEFAULT_LIB = SHARED / "fragments" / "fragments_72.json"
+DEFAULT_SEH = SHARED / "seh_proxy" / "best_params.pkl.gz"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -66,17 +78,20 @@ def parse_args(p: argparse.ArgumentParser, argv, quick: dict) -> tuple[argparse.
 def time_steps(env, reward, model: L.ModelConfig, batch: int, steps: int, warmup: int) -> list[dict]:
     """Run the library's own training step (``Trainer.collect`` + ``Trainer.update``) ``warmup +
     steps`` times; return the timings of the last ``steps``, one dict a step: ``sample_s``,
-    ``reward_s``, ``loss_backward_s``, ``floor_s`` (the network's forward + backward over every
+    ``reward_s``, ``loss_backward_s``, ``infer_sample_s`` (the same trajectories sampled without
+    gradients), ``sample_floor_s``, ``floor_s`` (the network's forward + backward over every
     state the step visited) and ``states`` (how many)."""
     torch.manual_seed(0)
     gfn = L.TemperatureGFlowNet.build(env, model)
-    trainer = L.Trainer(env, gfn, reward, L.TrainConfig(steps=warmup + steps, batch_size=batch, seed=0,
-                                                        beta=L.BetaSampler(1.0, 32.0)))
+    cfg = L.TrainConfig(steps=warmup + steps, batch_size=batch, seed=0, beta=L.BetaSampler(1.0, 32.0))
+    trainer = L.Trainer(env, gfn, reward, cfg)
     records = []
     for it in range(warmup + steps):
+        infer = _inference_sampling(trainer)
         collected = trainer.collect()
         m = trainer.update(collected)
         traj = collected.trajectories
+        assert torch.equal(infer[1].actions, traj.actions)  # the same draws: the same states
         # floor: one forward + backward of the network over every state this step visited
         visited = FragmentStates.cat([traj.states[t][(traj.length > t).nonzero().flatten()]
                                       for t in range(traj.actions.shape[0])])
@@ -89,9 +104,21 @@ def time_steps(env, reward, model: L.ModelConfig, batch: int, steps: int, warmup
         sample_floor = _sampling_floor(env, gfn, traj)
         if it >= warmup:
             records.append({"sample_s": m["time_sample"], "reward_s": m["time_reward"],
-                            "loss_backward_s": m["time_train"], "floor_s": t5 - t4, "sample_floor_s": sample_floor,
-                            "states": int(traj.length.sum())})
+                            "loss_backward_s": m["time_train"], "infer_sample_s": infer[0], "floor_s": t5 - t4,
+                            "sample_floor_s": sample_floor, "states": int(traj.length.sum())})
     return records
+
+
+def _inference_sampling(trainer: L.Trainer) -> tuple[float, L.Trajectories]:
+    """Seconds to sample, without gradients, the trajectories the trainer's next ``collect`` will
+    sample (a copy of its generator makes the same draws), and those trajectories."""
+    c = trainer.config
+    g = torch.Generator().manual_seed(0)
+    g.set_state(trainer.generator.get_state())
+    beta = c.beta.sample(c.batch_size, g, trainer.step / max(c.steps, 1))
+    t0 = time.perf_counter()
+    traj = L.sample_trajectories(trainer.gfn, trainer.env, beta, c.epsilon, g)
+    return time.perf_counter() - t0, traj
 
 
 @torch.no_grad()
@@ -117,11 +144,13 @@ def summarize(records: Sequence[dict], batch: int, reduce: Callable = statistics
     x = {k: float(reduce(v)) for k, v in per_step.items()}
     step_floor = x["floor_s"] + x["sample_floor_s"]
     return {"step_s": x["step_s"], "sample_s": x["sample_s"], "reward_s": x["reward_s"],
-            "loss_backward_s": x["loss_backward_s"], "floor_s": x["floor_s"], "sample_floor_s": x["sample_floor_s"],
-            "sample_ratio": x["sample_s"] / x["sample_floor_s"], "update_ratio": x["loss_backward_s"] / x["floor_s"],
+            "loss_backward_s": x["loss_backward_s"], "infer_sample_s": x["infer_sample_s"],
+            "floor_s": x["floor_s"], "sample_floor_s": x["sample_floor_s"],
+            "infer_ratio": x["infer_sample_s"] / x["sample_floor_s"],
             "step_ratio": x["net_s"] / step_floor,
             "ratio_without_reward": x["net_s"] / x["floor_s"], "ratio_with_reward": x["step_s"] / x["floor_s"],
             "traj_per_s": batch / x["step_s"], "states_per_s": x["states"] / x["step_s"],
+            "infer_traj_per_s": batch / x["infer_sample_s"],
             "states_per_traj": x["states"] / batch, "states_per_step": x["states"],
             "ms_per_state": 1000 * x["step_s"] / x["states"]}
 
@@ -132,31 +161,51 @@ def time_mode(env, reward, mode: str, steps: int, warmup: int, batch: int) -> di
     return {"mode": mode, **summarize(time_steps(env, reward, model, batch, steps, warmup), batch)}
 
 
+def build_reward(name: str):
+    """The benchmark's reward: ``"qed_sa"`` (RDKit) or ``"seh"`` (the sEH proxy, from
+    ``$LGFN_SEH_PROXY`` or the shared data folder beside the checkout)."""
+    if name == "qed_sa":
+        return L.qed_sa()
+    weights = os.environ.get("LGFN_SEH_PROXY") or str(DEFAULT_SEH)
+    return L.SEHReward(weights)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--library", default=str(DEFAULT_LIB))
-    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--reward", choices=("qed_sa", "seh"), default="qed_sa")
+    p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--modes", default=",".join(L.policy.MODES))
     p.add_argument("--out", default="benchmarks/results/train_step.md")
     a = p.parse_args(argv)
     env = L.FragmentEnv(L.FragmentLibrary.from_json(a.library), max_fragments=9)
-    rows = [time_mode(env, L.qed_sa(), m, a.steps, a.warmup, a.batch_size) for m in L.policy.MODES]
+    reward = build_reward(a.reward)
+    modes = a.modes.split(",")
+    rows = [time_mode(env, reward, m, a.steps, a.warmup, a.batch_size) for m in modes]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    head = ["mode", "step_s", "sample_s", "reward_s", "loss_backward_s", "sample_floor_s", "floor_s",
-            "sample_ratio", "update_ratio", "step_ratio", "ratio_without_reward", "traj_per_s", "states_per_s",
-            "states_per_traj"]
+    head = ["mode", "step_s", "sample_s", "reward_s", "loss_backward_s", "sample_floor_s", "floor_s", "step_ratio",
+            "ratio_without_reward", "ratio_with_reward", "traj_per_s", "states_per_s", "infer_sample_s",
+            "infer_ratio", "infer_traj_per_s", "states_per_traj"]
+    argv_text = " ".join(sys.argv[1:] if argv is None else argv)
     lines = [f"# Training step vs floor ({date.today()}, {machine()})", "",
-             f"`python benchmarks/train_step.py --steps {a.steps}`: 72 fragments, max 9, batch {a.batch_size}, "
-             f"4x128 graph transformer, TB, reward QED x SA; sampling without gradients, then one batched replay. Peak RSS {peak:.0f} MiB.", ""]
+             f"`python benchmarks/train_step.py {argv_text}`: 72 fragments, max 9, batch {a.batch_size}, 4x128 "
+             f"graph transformer, TB, reward {a.reward}; mean of {a.steps} steps after {a.warmup} warm-up steps. "
+             f"On-policy sampling keeps its gradients; the step back-propagates through it. Peak RSS of the "
+             f"process (every mode): {peak:.0f} MiB.", ""]
     lines += markdown_table(rows, head)
-    logit = next(r for r in rows if r["mode"] == "logit")["step_s"]
-    none = next(r for r in rows if r["mode"] == "none")["step_s"]
-    lines += ["", "`sample_ratio`: sampling / its floor (the network's forward passes over the sampled states); "
-              "`update_ratio`: loss + backward / its floor (the network's forward + backward over the batch); "
-              "`step_ratio`: step without reward / the sum of both floors; `ratio_without_reward`: step without "
-              "reward / the training floor alone.", "",
-              f"Logit-GFN step time relative to the unconditional model: {logit / none:.3f}x."]
+    lines += ["", "Seconds: `step_s` = `sample_s` (sampling, with gradients) + `reward_s` + `loss_backward_s` "
+              "(loss, backward, gradient clip and Adam). Floors: `sample_floor_s`, the network's forward passes "
+              "over the sampled states, batched as the sampler batches them; `floor_s`, its forward + backward "
+              "over all the step's states in one batch. `step_ratio` = (step - reward) / (sum of both floors): "
+              "the target is at most 1.5. `ratio_without_reward` = (step - reward) / `floor_s`; "
+              "`ratio_with_reward` = step / `floor_s`. `infer_*`: the same trajectories sampled without "
+              "gradients (as `lgfn sample` does), against the sampling floor."]
+    if "logit" in modes and "none" in modes:
+        net = {r["mode"]: r["step_s"] - r["reward_s"] for r in rows}
+        lines += ["", f"Logit-GFN's step without the reward, relative to the unconditional model's: "
+                      f"{net['logit'] / net['none']:.3f}x."]
     text = "\n".join(lines) + "\n"
     with L.io.atomic_write(a.out) as f:
         f.write(text)

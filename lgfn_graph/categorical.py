@@ -43,6 +43,12 @@ class GraphActionCategorical:
     operations over graphs, so there is no loop over graphs and the large per-entry tensors
     are never scattered.
 
+    Every graph's logits are shifted by its best legal logit (detached), which changes no
+    probability and makes the log-sum-exp exact and overflow-free. With ``max_log_ratio`` the
+    shifted logits are also raised to at least ``-max_log_ratio``: no legal action is then less
+    likely than ``exp(-max_log_ratio)`` times the graph's most likely one (the entries raised get
+    no gradient), and actions within that bound keep their ratios.
+
     Masked actions get probability exactly 0 and gradient exactly 0. A graph with no unmasked
     action is an error unless ``allow_empty`` (then it must not be sampled or queried).
 
@@ -57,10 +63,12 @@ class GraphActionCategorical:
         num_graphs: the number of graphs ``B``.
         allow_empty: accept graphs with no legal action (e.g. initial states under a backward
             policy).
+        max_log_ratio: the largest log-ratio of the probabilities of two legal actions of one
+            graph (``0``: unbounded).
     """
 
     def __init__(self, logits: Sequence[Tensor], masks: Sequence[Tensor], batch: Sequence[Tensor], num_graphs: int,
-                 allow_empty: bool = False):
+                 allow_empty: bool = False, max_log_ratio: float = 0.0):
         if not (len(logits) == len(masks) == len(batch)):
             raise ValueError("logits, masks and batch must have one entry per action type")
         self.num_graphs = B = int(num_graphs)
@@ -68,66 +76,96 @@ class GraphActionCategorical:
             if l.dim() != 2 or m.shape != l.shape or b.shape != l.shape[:1]:
                 raise ValueError(f"action type {t}: logits {tuple(l.shape)}, mask {tuple(m.shape)} "
                                  f"and batch {tuple(b.shape)} do not match")
-        self.logits, self.masks, self.batch = list(logits), list(masks), list(batch)
+        if max_log_ratio < 0:
+            raise ValueError(f"max_log_ratio must be >= 0, got {max_log_ratio}")
+        self.masks, self.batch = list(masks), list(batch)
         self.widths = [int(l.shape[1]) for l in logits]
         self.dtype = logits[0].dtype
-        device = self.device = logits[0].device
-        counts = torch.stack([torch.bincount(b, minlength=B)[:B] for b in batch]) if B else torch.zeros(len(batch), 0, dtype=torch.long, device=device)
+        self.device = device = logits[0].device
+        self._row_batch = torch.cat(self.batch)  # the graph of every row of every type, [R]
+        sizes = torch.tensor([int(l.shape[0]) for l in logits], device=device)
+        self._type_end = sizes.cumsum(0)  # [T]: where each type's rows end in the concatenation
+        self._type_start = self._type_end - sizes
+        counts = (torch.stack([torch.bincount(b, minlength=B)[:B] for b in batch]) if B
+                  else torch.zeros(len(batch), 0, dtype=torch.long, device=device))
         self.row_offsets = counts.cumsum(1) - counts  # first row of each graph, per type: [T, B]
         self.row_counts = counts  # [T, B]
-        self.n_valid = self._per_graph([m.sum(1) for m in masks], "sum")  # [B]
-        if B and not allow_empty and bool((self.n_valid == 0).any()):
-            bad = (self.n_valid == 0).nonzero().flatten().tolist()
+        neg_inf = torch.tensor(float("-inf"), dtype=self.dtype, device=device)
+        best = self._per_graph([torch.where(m, l.detach(), neg_inf).amax(1) for l, m in zip(logits, masks)], "max")
+        # PyG's max leaves a graph without rows at 0: such a graph has no legal action either
+        self.empty = ~torch.isfinite(best) | (counts.sum(0) == 0)  # [B]
+        if B and not allow_empty and bool(self.empty.any()):
+            bad = self.empty.nonzero().flatten().tolist()
             raise ValueError(f"graphs {bad[:10]} have every action masked; the environment offered no legal action")
-        self.masked = [torch.where(m, l, float("-inf")) for l, m in zip(logits, masks)]
-        self.log_norm = self._log_norm()  # [B]
+        shift = torch.where(self.empty, torch.zeros_like(best), best)
+        # per type, the shifted (and bounded) logits, -inf where masked: the distribution itself
+        self.masked = []
+        for l, m, b in zip(logits, masks, batch):
+            y = l - shift[b][:, None]
+            if max_log_ratio:
+                y = y.clamp_min(-max_log_ratio)
+            self.masked.append(torch.where(m, y, neg_inf))
+        row_mass = torch.cat([y.exp().sum(1) for y in self.masked])  # [R], each <= w_t, some >= 1
+        self._row_log_mass = row_mass.detach().log()  # [R], for two-stage sampling
+        mass = scatter(row_mass, self._row_batch, dim=0, dim_size=B, reduce="sum")
+        # a graph with no legal action gets 0, not log 0, so no NaN gradient flows back
+        self.log_norm = torch.where(self.empty, torch.ones_like(mass), mass).log()  # [B]
 
     # -- per-row summaries reduced over graphs -------------------------------------------------
     def _per_graph(self, rows: list[Tensor], reduce: str) -> Tensor:
         """Reduce per-row values (per type ``[n_t]``) to per-graph ``[B]``."""
-        return scatter(torch.cat(rows), torch.cat(self.batch), dim=0, dim_size=self.num_graphs, reduce=reduce)
+        return scatter(torch.cat(rows), self._row_batch, dim=0, dim_size=self.num_graphs, reduce=reduce)
 
-    def _log_norm(self) -> Tensor:
-        """Per-graph log-sum-exp of the unmasked logits, ``[B]``."""
-        # subtract a detached per-graph max from every entry, for a stable and exact log-sum-exp
-        row_max = [x.detach().amax(1) if x.shape[1] else x.new_empty(0) for x in self.masked]
-        gmax = self._per_graph(row_max, "max")
-        gmax = torch.where(torch.isfinite(gmax), gmax, torch.zeros_like(gmax))
-        row_sums = [(x - gmax[b][:, None]).exp().sum(1) for x, b in zip(self.masked, self.batch)]
-        # each row's share of its graph's mass, in log space (for two-stage sampling)
-        self._row_log_mass = [r.detach().log() + gmax[b] for r, b in zip(row_sums, self.batch)]
-        sums = self._per_graph(row_sums, "sum")
-        # a graph with no legal action (allow_empty) gets 0, not log 0, so no NaN gradient flows back
-        return torch.where(self.n_valid > 0, sums, torch.ones_like(sums)).log() + gmax
+    def _best_row(self, scores: Tensor) -> tuple[Tensor, Tensor]:
+        """For each graph, the row (over all types) with the largest score, the first on ties:
+        ``(type [B], row [B])``, the row indexing that type's rows. ``scores: [R]``, ``-inf``
+        for rows that may not be chosen; every graph must have a finite one."""
+        b = self._row_batch
+        best = scatter(scores, b, dim=0, dim_size=self.num_graphs, reduce="max")
+        pos = torch.arange(scores.shape[0], device=self.device)
+        win = scatter(torch.where(scores == best[b], pos, scores.shape[0]), b, dim=0,
+                      dim_size=self.num_graphs, reduce="min").clamp(0, max(scores.shape[0] - 1, 0))
+        t = torch.searchsorted(self._type_end, win, right=True)
+        return t, win - self._type_start[t]
 
-    def _best(self, scores: list[Tensor]) -> Tensor:
-        """The action with the largest score in each graph, ``[B, 3]``. ``scores`` per type
-        ``[n_t, w_t]``, ``-inf`` where masked."""
-        row_best, row_col = zip(*[x.max(1) if x.shape[0] else (x.new_empty(0), x.new_empty(0, dtype=torch.long))
-                                  for x in scores])
-        val = torch.cat(row_best)
-        b = torch.cat(self.batch)
-        best = scatter(val, b, dim=0, dim_size=self.num_graphs, reduce="max")
-        pos = torch.arange(val.shape[0], device=val.device)
-        cand = (val == best[b]) & torch.isfinite(val)
-        win = scatter(torch.where(cand, pos, torch.full_like(pos, val.shape[0])), b, dim=0,
-                      dim_size=self.num_graphs, reduce="min").clamp_max(max(val.shape[0] - 1, 0))
-        sizes = torch.tensor([x.shape[0] for x in scores], device=val.device)
-        t = torch.searchsorted(sizes.cumsum(0), win, right=True)
-        row = win - (sizes.cumsum(0) - sizes)[t]
-        graph = torch.arange(self.num_graphs, device=val.device)
-        return torch.stack([t, row - self.row_offsets[t, graph], torch.cat(row_col)[win]], dim=-1)
+    def _cols(self, t: Tensor, row: Tensor, scores) -> Tensor:
+        """The column of each graph's chosen row with the largest ``scores(k, rows) -> [s, w_k]``."""
+        col = torch.zeros_like(t)
+        for k in range(len(self.masked)):
+            sel = (t == k).nonzero().flatten()
+            if sel.numel():
+                col[sel] = scores(k, row[sel], sel).argmax(1)
+        return col
+
+    def _local(self, t: Tensor, row: Tensor) -> Tensor:
+        """Actions ``[B, 3]`` from each graph's type and row (indexing that type's rows)."""
+        graph = torch.arange(self.num_graphs, device=self.device)
+        return torch.stack([t, row - self.row_offsets[t, graph]], 1)
 
     # -- the distribution ----------------------------------------------------------------------
-    def log_prob(self, actions: Tensor, graph: Tensor | None = None) -> Tensor:
+    def log_prob(self, actions: Tensor, graph: Tensor | None = None, check: bool = True) -> Tensor:
         """Log-probability of actions. ``actions: [K, 3]`` of graphs ``graph [K]`` (default: one
-        action per graph, ``K = B``) -> ``[K]``."""
+        action per graph, ``K = B``) -> ``[K]``.
+
+        ``check=False`` skips the checks that each action is in range and legal, for callers
+        that drew the actions from this distribution (a masked action then gets ``-inf``)."""
         if graph is None:
             if actions.shape != (self.num_graphs, 3):
                 raise ValueError(f"actions must have shape [{self.num_graphs}, 3], got {tuple(actions.shape)}")
             graph = torch.arange(self.num_graphs, device=actions.device)
         elif actions.shape != (graph.shape[0], 3):
             raise ValueError(f"actions must have shape [{graph.shape[0]}, 3], got {tuple(actions.shape)}")
+        if check:
+            self._check(actions, graph)
+        t, row, col = actions.unbind(-1)
+        out = torch.zeros(actions.shape[0], dtype=self.dtype, device=actions.device)
+        for k, x in enumerate(self.masked):
+            sel = (t == k).nonzero().flatten()
+            if sel.numel():
+                out = out.index_put((sel,), x[self.row_offsets[k, graph[sel]] + row[sel], col[sel]])
+        return out - self.log_norm[graph]
+
+    def _check(self, actions: Tensor, graph: Tensor) -> None:
         t, row, col = actions.unbind(-1)
         widths = torch.tensor(self.widths, device=actions.device)
         in_range = (t >= 0) & (t < len(self.widths)) & (row >= 0) & (col >= 0)
@@ -136,18 +174,14 @@ class GraphActionCategorical:
         if not bool(in_range.all()):
             raise ValueError(f"actions of graphs {graph[~in_range][:10].tolist()} are out of range: "
                              f"{actions[~in_range][:3].tolist()}")
-        out = torch.empty(actions.shape[0], dtype=self.dtype, device=actions.device)
-        legal = torch.empty(actions.shape[0], dtype=torch.bool, device=actions.device)
-        for k, (l, m) in enumerate(zip(self.logits, self.masks)):
+        legal = torch.ones(actions.shape[0], dtype=torch.bool, device=actions.device)
+        for k, m in enumerate(self.masks):
             sel = (t == k).nonzero().flatten()
             if sel.numel():
-                r = self.row_offsets[k, graph[sel]] + row[sel]
-                out = out.index_put((sel,), l[r, col[sel]] - self.log_norm[graph[sel]])
-                legal[sel] = m[r, col[sel]]
+                legal[sel] = m[self.row_offsets[k, graph[sel]] + row[sel], col[sel]]
         if not bool(legal.all()):
             raise ValueError(f"actions of graphs {graph[~legal][:10].tolist()} are masked (illegal): "
                              f"{actions[~legal][:3].tolist()}")
-        return out
 
     def log_probs(self) -> list[Tensor]:
         """Per type, the log-probabilities ``[n_t, w_t]`` (``-inf`` where masked)."""
@@ -173,38 +207,39 @@ class GraphActionCategorical:
 
         Two exact stages, so that random numbers are drawn per row rather than per entry: a row
         with probability its share of the graph's mass, then an entry of that row from the
-        row's softmax (each by Gumbel-max).
+        row's softmax (each by Gumbel-max). Random numbers come from ``generator`` on its own
+        device (a CPU generator also serves a model on a GPU).
         """
         eps = torch.as_tensor(epsilon, dtype=self.dtype, device=self.device).expand(self.num_graphs)
         uniform = None
         if bool((eps > 0).any()):
-            uniform = torch.rand(self.num_graphs, generator=generator, device=self.device) < eps
-        rows = []
-        for lm, m, b in zip(self._row_log_mass, self.masks, self.batch):
-            if uniform is not None:  # a uniform action picks a row by its number of legal entries
-                lm = torch.where(uniform[b], m.sum(1).to(lm.dtype).log(), lm)
-            rows.append((lm + self._gumbel(lm.shape, generator))[:, None])
-        action = self._best(rows)
-        graph = torch.arange(self.num_graphs, device=self.device)
-        for k, (x, m) in enumerate(zip(self.masked, self.masks)):
-            sel = (action[:, 0] == k).nonzero().flatten()
-            if sel.numel() == 0:
-                continue
-            r = self.row_offsets[k, graph[sel]] + action[sel, 1]
-            x = x[r].detach()
+            uniform = self._rand((self.num_graphs,), generator) < eps
+        lm = self._row_log_mass
+        if uniform is not None:  # a uniform action picks a row by its number of legal entries
+            n_legal = torch.cat([m.sum(1) for m in self.masks]).to(lm.dtype)
+            lm = torch.where(uniform[self._row_batch], n_legal.log(), lm)
+        t, row = self._best_row(lm + self._gumbel(lm.shape, generator))
+
+        def scores(k, rows, sel):
+            x = self.masked[k][rows].detach()
             if uniform is not None:
-                x = torch.where(uniform[sel][:, None] & m[r], torch.zeros_like(x), x)
-            action[sel, 2] = (x + self._gumbel(x.shape, generator)).argmax(1)
-        return action
+                x = torch.where(uniform[sel][:, None] & self.masks[k][rows], torch.zeros_like(x), x)
+            return x + self._gumbel(x.shape, generator)
+
+        return torch.cat([self._local(t, row), self._cols(t, row, scores)[:, None]], 1)
+
+    def _rand(self, shape, generator: torch.Generator | None) -> Tensor:
+        dev = generator.device if generator is not None else self.device
+        return torch.rand(shape, generator=generator, dtype=self.dtype, device=dev).to(self.device)
 
     def _gumbel(self, shape, generator: torch.Generator | None) -> Tensor:
         # -log(-log U): torch.rand is ~5x faster than exponential_ on CPU
-        u = torch.rand(shape, generator=generator, dtype=self.dtype, device=self.device)
-        return -torch.log(-torch.log(u.clamp(1e-12, 1.0 - 1e-7)))
+        return -torch.log(-torch.log(self._rand(shape, generator).clamp(1e-12, 1.0 - 1e-7)))
 
     def argmax(self) -> Tensor:
-        """The most probable action of each graph, ``[B, 3]``."""
-        return self._best([x.detach() for x in self.masked])
+        """The most probable action of each graph, ``[B, 3]`` (the first on ties)."""
+        t, row = self._best_row(torch.cat([x.detach().amax(1) for x in self.masked]))
+        return torch.cat([self._local(t, row), self._cols(t, row, lambda k, r, s: self.masked[k][r].detach())[:, None]], 1)
 
     def entropy(self) -> Tensor:
         """Entropy of each graph's distribution, ``[B]``."""
@@ -216,4 +251,4 @@ class GraphActionCategorical:
 
     def uniform_log_prob(self) -> Tensor:
         """Log-probability of any legal action under the uniform policy, ``[B]``."""
-        return -self.n_valid.to(self.dtype).log()
+        return -self._per_graph([m.sum(1) for m in self.masks], "sum").to(self.dtype).log()

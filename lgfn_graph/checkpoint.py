@@ -113,8 +113,9 @@ def _brief(spec: dict) -> str:
     return f"{len(spec['fragments'])} fragments, at most {spec['max_fragments']}"
 
 
-def load_model(path: str | Path) -> tuple[TemperatureGFlowNet, object, dict]:
-    """Rebuild the environment and model of a checkpoint. Returns ``(gfn, env, state)``."""
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[TemperatureGFlowNet, object, dict]:
+    """Rebuild the environment and model of a checkpoint, the model on ``device``. Returns
+    ``(gfn, env, state)``."""
     state = load_checkpoint(path)
     env = env_from_spec(state["env"])
     gfn = TemperatureGFlowNet.build(env, ModelConfig(**state["model_config"]))
@@ -122,4 +123,4 @@ def load_model(path: str | Path) -> tuple[TemperatureGFlowNet, object, dict]:
         gfn.load_state_dict(state["model"])
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not fit the model it describes: {e}") from None
-    return gfn, env, state
+    return gfn.to(device), env, state

@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="output folder (overrides the config's out)")
     t.add_argument("--resume", action="store_true",
                    help="continue the training whose checkpoint.pt is in the output folder, up to train.steps")
+    t.add_argument("--device", help="where the model trains: cpu, cuda or cuda:K (overrides train.device; under "
+                                    "torchrun, cuda is each process's own GPU)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="configuration overrides, applied in order")
     t.set_defaults(command=train)
@@ -107,6 +109,7 @@ def _checkpoint_args(p: argparse.ArgumentParser) -> None:
     task.add_argument("--task", choices=list(TASKS), help="the task whose reward scores the samples")
     task.add_argument("--config", help="the run's YAML config (its task section scores the samples)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--device", default="cpu", type=_device, help="where the model runs: cpu, cuda or cuda:K (default cpu)")
 
 
 def _beta(text: str) -> float:
@@ -123,6 +126,17 @@ def _betas(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _device(text: str):
+    import torch
+    try:
+        dev = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"not a torch device: {text!r} (cpu, cuda, cuda:1)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: this torch sees no CUDA device")
+    return dev
+
+
 def _positive(text: str) -> int:
     try:
         n = int(text)
@@ -135,7 +149,8 @@ def _positive(text: str) -> int:
 
 # -- commands ---------------------------------------------------------------------------------------
 def train(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.overrides)
+    overrides = list(args.overrides) + ([f"train.device={args.device}"] if args.device else [])
+    cfg = load_config(args.config, overrides)
     if args.out is not None:
         cfg.out = args.out
     checkpoint = Path(cfg.out) / "checkpoint.pt"
@@ -147,7 +162,7 @@ def train(args: argparse.Namespace) -> int:
 
 
 def sample(args: argparse.Namespace) -> int:
-    gfn, env, state = load_model(args.checkpoint)
+    gfn, env, state = load_model(args.checkpoint, args.device)
     reward = build_reward(_task_config(args, state))
     rows = sample_molecules(gfn, env, reward, args.beta, args.n, seed=args.seed)
     if args.out is None:
@@ -164,7 +179,7 @@ def sample(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    gfn, env, state = load_model(args.checkpoint)
+    gfn, env, state = load_model(args.checkpoint, args.device)
     reward = build_reward(_task_config(args, state))
     out = Path(args.out) if args.out is not None else Path(args.checkpoint).parent / "eval"
     summary = temperature_sweep(gfn, env, reward, args.betas, args.n, out, seed=args.seed)

@@ -27,6 +27,7 @@ from .betas import check_beta
 from .categorical import GraphActionCategorical
 from .nn.heads import element_batch
 from .rewards import RewardFn, log_reward as checked_log_reward
+from .sampler import model_device, model_inputs
 
 
 @dataclass
@@ -142,15 +143,17 @@ def _longest_path_levels(n: int, src: Tensor, dst: Tensor) -> Tensor:
 def action_log_probs(gfn, env, space: StateSpace, beta: float, batch_size: int = 2048) -> Tensor:
     """``log pi(a | s, beta)`` of every action of the space, ``[A]``."""
     b = float(check_beta(beta))
+    dev = model_device(gfn)
     out = torch.empty(space.actions.shape[0])
     order = torch.argsort(space.src, stable=True)
     bounds = torch.searchsorted(space.src[order], torch.arange(0, space.num_states + batch_size, batch_size))
     for c, start in enumerate(range(0, space.num_states, batch_size)):
         ids = torch.arange(start, min(start + batch_size, space.num_states))
         states = space.states[ids]
-        cat = gfn.policy(env.to_graph(states), torch.full((len(ids),), b), env.forward_masks(states))
+        data, masks, _ = model_inputs(env, states, dev)
+        cat = gfn.policy(data, torch.full((len(ids),), b, device=dev), masks)
         rows = order[bounds[c]:bounds[c + 1]]
-        out[rows] = cat.log_prob(space.actions[rows], space.src[rows] - start).float()
+        out[rows] = cat.log_prob(space.actions[rows].to(dev), (space.src[rows] - start).to(dev)).float().cpu()
     return out
 
 

@@ -284,7 +284,7 @@ def log_likelihood(gfn, env, terminal, beta, num_samples: int = 64, generator: t
     for start in range(0, B * num_samples, batch_size):
         idx = owner[start:start + batch_size]
         traj = sample_backward_trajectories(env, terminal[idx], beta[idx], generator)
-        log_pf = replay(gfn, env, traj).log_pf.sum(1)
+        log_pf = replay(gfn, env, traj).log_pf.sum(1).cpu()
         log_w[start:start + len(idx)] = log_pf - traj.log_pb.sum(1)
     est = torch.logsumexp(log_w.view(B, num_samples), 1) - math.log(num_samples)
     if hasattr(env, "log_automorphisms"):

@@ -27,9 +27,10 @@ class ModelConfig:
         beta_encoding: features of beta read by every MLP of beta: ``"raw"``, ``"log"``,
             ``"thermometer"`` or ``"fourier"`` (see :class:`BetaEncoding`), the last two with
             ``encoding_dim`` units over ``[encoding_low, encoding_high]``.
-        logit_clip: scaled logits are clamped to ``[-logit_clip, logit_clip]`` (as in the
-            official Logit-GFN code), which bounds every probability ratio by
-            ``exp(2 * logit_clip)``; ``0`` disables the clamp.
+        logit_clip: bounds every probability ratio of two legal actions by
+            ``exp(2 * logit_clip)``, as the official code's clamp of the scaled logits to
+            ``[-logit_clip, logit_clip]`` does, but relative to the best legal action so that
+            large betas never tie the best actions (see :func:`scaled_categorical`); ``0``: no clip.
         backward_policy: ``"uniform"`` over legal backward actions, or ``"learned"`` (heads
             on the shared backbone).
         backward_conditioning: ``"logit"`` gives the learned backward policy its own logit
@@ -67,24 +68,24 @@ class ModelConfig:
 
 def scaled_categorical(action_types: list[ActionType], logits: list[Tensor], data: Batch, scale: Tensor | None,
                        logit_clip: float, masks: list[Tensor], allow_empty: bool = False) -> GraphActionCategorical:
-    """Multiply each graph's logits by ``scale [B]`` (if given), clamp, and mask.
-
+    """Multiply each graph's logits by ``scale [B]`` (if given) and mask them, bounding the
+    log-ratio of any two legal actions' probabilities by ``2 * logit_clip`` (``0``: unbounded).
     ``logits`` and ``masks`` per type ``[n_t, width_t]``.
+
+    The bound is the one the official Logit-GFN code gets by clamping the scaled logits to
+    ``[-logit_clip, logit_clip]``, but measured from each graph's best legal action: that
+    clamp ties every action past ``+logit_clip``, and as ``g(beta)`` keeps growing past the
+    training range it made the policy *less* greedy at large beta; this one never touches the
+    best actions (:class:`GraphActionCategorical`, ``max_log_ratio``).
     """
     batches = [element_batch(data, t.level) for t in action_types]
-    return GraphActionCategorical(scale_logits(logits, batches, scale, logit_clip), masks, batches, data.num_graphs,
-                                  allow_empty=allow_empty)
+    return GraphActionCategorical(scale_logits(logits, batches, scale), masks, batches, data.num_graphs,
+                                  allow_empty=allow_empty, max_log_ratio=2.0 * logit_clip)
 
 
-def scale_logits(logits: list[Tensor], batches: list[Tensor], scale: Tensor | None, logit_clip: float) -> list[Tensor]:
-    out = []
-    for l, b in zip(logits, batches):
-        if scale is not None:
-            l = l * scale[b][:, None]
-        if logit_clip:
-            l = l.clamp(-logit_clip, logit_clip)
-        out.append(l)
-    return out
+def scale_logits(logits: list[Tensor], batches: list[Tensor], scale: Tensor | None) -> list[Tensor]:
+    """Each row's logits times its graph's ``scale [B]`` (unchanged when ``None``)."""
+    return logits if scale is None else [l * scale[b][:, None] for l, b in zip(logits, batches)]
 
 
 class Policy(nn.Module):
@@ -116,11 +117,12 @@ class Policy(nn.Module):
         return self.backbone(data, cond)
 
     def logits(self, data: Batch, beta: Tensor, embedding: tuple[Tensor, Tensor] | None = None) -> list[Tensor]:
-        """Scaled, clamped logits per action type, ``[n_t, width_t]``. ``beta: [B]``."""
+        """Scaled logits per action type, ``[n_t, width_t]``, before masking and clipping
+        (both need the masks: :meth:`forward`). ``beta: [B]``."""
         node, graph = embedding if embedding is not None else self.embed(data, beta)
         scale = self.scaler(beta) if self.scaler is not None else None
         batches = [element_batch(data, t.level) for t in self.action_types]
-        return scale_logits(self.heads(node, graph, data), batches, scale, self.logit_clip)
+        return scale_logits(self.heads(node, graph, data), batches, scale)
 
     def forward(self, data: Batch, beta: Tensor, masks: list[Tensor],
                 embedding: tuple[Tensor, Tensor] | None = None) -> GraphActionCategorical:
@@ -263,4 +265,4 @@ def uniform_backward_log_prob(env, states) -> Tensor:
 
 
 __all__ = ["ModelConfig", "Policy", "BackwardPolicy", "StateFlow", "StepOutput", "TemperatureGFlowNet",
-           "uniform_backward_log_prob", "scaled_categorical", "MODES", "BACKWARD_POLICIES"]
+           "uniform_backward_log_prob", "scaled_categorical", "scale_logits", "MODES", "BACKWARD_POLICIES"]

@@ -37,6 +37,7 @@ def add_training_args(p: argparse.ArgumentParser, out: str, max_fragments: int, 
     p.add_argument("--beta-high", type=float, default=beta_high)
     p.add_argument("--eval-betas", default=eval_betas, help="comma-separated betas to sample at")
     p.add_argument("--eval-n", type=int, default=256, help="molecules per beta")
+    p.add_argument("--device", default="cpu", help="where the model trains: cpu, cuda or cuda:K")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -47,7 +48,7 @@ def config_from_args(a: argparse.Namespace, task: TaskConfig) -> RunConfig:
         task=task,
         model=ModelConfig(hidden=a.hidden, num_layers=a.num_layers, conditioning=a.conditioning),
         train=TrainConfig(steps=a.steps, batch_size=a.batch_size, seed=a.seed,
-                          beta=BetaSampler(a.beta_low, a.beta_high), checkpoint_every=250),
+                          beta=BetaSampler(a.beta_low, a.beta_high), checkpoint_every=250, device=a.device),
         eval=EvalConfig(parse_betas(a.eval_betas, "--eval-betas"), a.eval_n, seed=a.seed),
         out=a.out)
 
@@ -63,7 +64,7 @@ def train_and_sweep(cfg: RunConfig, resume: bool = False, progress: bool = True)
     :func:`lgfn_graph.temperature_sweep`.
     """
     out = Path(cfg.out)
-    rank, _ = D.init_from_env()  # under torchrun: data-parallel, rank 0 writes
+    rank, _ = D.init_from_env(cfg.train.device)  # under torchrun: data-parallel, rank 0 writes
     env, reward = build_task(cfg.task)
     torch.manual_seed(cfg.train.seed)
     gfn = TemperatureGFlowNet.build(env, cfg.model)

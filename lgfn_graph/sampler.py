@@ -82,43 +82,115 @@ def sample_trajectories(gfn: TemperatureGFlowNet, env, beta: Tensor, epsilon: fl
                         generator: torch.Generator | None = None) -> Trajectories:
     """Roll out ``B = len(beta)`` trajectories from the empty state until each stops.
 
-    Gradients flow into ``log_pf`` unless called under ``torch.no_grad()``, so a training step
-    can back-propagate through the forward passes made while sampling, with no second pass.
+    Every step acts on all unfinished trajectories at once: one graph batch, one model pass,
+    one batched environment step. The model may sit on any device; states, actions and the
+    recorded (detached) log-probabilities stay on the CPU. For the model's terms *with*
+    gradients, use :func:`sample_and_evaluate`.
 
     Args:
         gfn: the model.
         env: the environment.
         beta: ``[B]`` inverse temperatures (finite, > 0).
         epsilon: probability of a uniformly random legal action at each step (exploration).
-        generator: random source, for reproducible samples.
+        generator: random source, for reproducible samples (a CPU generator serves any device).
     """
+    with torch.no_grad():
+        return _rollout(gfn, env, beta, epsilon, generator, evaluate=False)[0]
+
+
+def sample_and_evaluate(gfn: TemperatureGFlowNet, env, beta: Tensor, epsilon: float = 0.0,
+                        generator: torch.Generator | None = None) -> tuple[Trajectories, "Replay"]:
+    """:func:`sample_trajectories`, also returning the model's terms along the trajectories
+    (with gradients unless under ``torch.no_grad()``) from the passes that sampled them.
+
+    The :class:`Replay` equals ``replay(gfn, env, traj)`` (up to float rounding) at the
+    sampling beta, without a second pass over the states: on-policy training back-propagates
+    through the sampling passes. A learned backward policy is read at each state reached (its
+    masks built there), state flows at every state visited.
+    """
+    return _rollout(gfn, env, beta, epsilon, generator, evaluate=True)
+
+
+def _rollout(gfn: TemperatureGFlowNet, env, beta: Tensor, epsilon: float, generator: torch.Generator | None,
+             evaluate: bool) -> tuple[Trajectories, "Replay | None"]:
     beta = check_beta(beta)
-    B = beta.shape[0]
+    B, dev = beta.shape[0], model_device(gfn)
+    learned = evaluate and gfn.backward_policy is not None
+    flows = evaluate and gfn.state_flow is not None
     s = env.initial(B)
     done = torch.zeros(B, dtype=torch.bool)
     states, actions, log_pf, log_pb = [s], [], [], []
+    rep_pf, rep_pb, rep_flow = [], [], []  # per step, on the model's device, with gradients
+    undo = None  # [B, 3]: the backward action undoing each trajectory's last action (learned P_B)
     length = torch.zeros(B, dtype=torch.long)
-    for _ in range(env.max_steps):
+    beta_dev = beta.to(dev)
+    for t in range(env.max_steps):
         idx = (~done).nonzero().flatten()
         if idx.numel() == 0:
             break
         sub = s[idx]
-        cat = gfn.policy(env.to_graph(sub), beta[idx], env.forward_masks(sub))
-        a = cat.sample(epsilon, generator)
-        nxt = env.step(sub, a, check=False)  # drawn from the masks, so legal
+        idx_dev = idx.to(dev)
+        data, masks, bmasks = model_inputs(env, sub, dev, backward=learned and t > 0)
+        out = gfn.evaluate(data, beta_dev[idx_dev], masks, bmasks)
+        a_dev = out.forward.sample(epsilon, generator)
+        lp = out.forward.log_prob(a_dev, check=False)  # drawn from the masks, so legal
+        a = a_dev.cpu()
+        nxt = env.step(sub, a, check=False)
         stop = env.is_stop(a)
         pb = torch.where(stop, torch.zeros(()), uniform_backward_log_prob(env, nxt))
         step_a = torch.full((B, 3), -1, dtype=torch.long)
         step_a[idx] = a
         actions.append(step_a)
-        log_pf.append(torch.zeros(B).index_put((idx,), cat.log_prob(a)))
+        log_pf.append(torch.zeros(B, dtype=lp.dtype).index_put((idx,), lp.detach().cpu()))
         log_pb.append(torch.zeros(B).index_put((idx,), pb))
+        if evaluate:
+            rep_pf.append(lp.new_zeros(B).index_put((idx_dev,), lp))
+            if flows:
+                rep_flow.append(out.log_flow.new_zeros(B).index_put((idx_dev,), out.log_flow))
+            if learned and t > 0:  # P_B(s_{t-1} | s_t): every state in flight was reached by a non-stop action
+                b_lp = out.backward.log_prob(undo[idx].to(dev), check=False)
+                rep_pb.append(b_lp.new_zeros(B).index_put((idx_dev,), b_lp))
+            if learned:
+                undo = torch.full((B, 3), -1, dtype=torch.long)
+                go = ~stop
+                if bool(go.any()):
+                    undo[idx[go]] = env.backward_actions(sub[go.nonzero().flatten()], a[go])
         length[idx] += 1
         s = s.clone()
         s.put(idx, nxt)
         states.append(s)
         done[idx[stop]] = True
-    return Trajectories(states, torch.stack(actions), torch.stack(log_pf, 1), torch.stack(log_pb, 1), length, beta)
+    traj = Trajectories(states, torch.stack(actions), torch.stack(log_pf, 1), torch.stack(log_pb, 1), length, beta)
+    if not evaluate:
+        return traj, None
+    if learned:  # the last action of every trajectory is its stop, whose P_B is 0
+        rep_pb.append(rep_pf[0].new_zeros(B))
+        pb_dev = torch.stack(rep_pb, 1)
+    else:
+        pb_dev = traj.log_pb.to(dev)
+    log_flow = None
+    if flows:  # column T (the terminal) is the loss's, as in :func:`replay`
+        log_flow = torch.cat([torch.stack(rep_flow, 1), rep_flow[0].new_zeros(B, 1)], 1)
+    return traj, Replay(torch.stack(rep_pf, 1), pb_dev, log_flow)
+
+
+def model_inputs(env, states, device: torch.device, backward: bool = False):
+    """What the model reads at ``states``, on ``device``: the graph batch, the forward masks
+    and (with ``backward``) the backward masks, else ``None``."""
+    data = to_device(env.to_graph(states), device)
+    fwd = [m.to(device) for m in env.forward_masks(states)]
+    return data, fwd, [m.to(device) for m in env.backward_masks(states)] if backward else None
+
+
+def model_device(gfn: torch.nn.Module) -> torch.device:
+    """The device of a model's parameters (the CPU for a model without any)."""
+    p = next(gfn.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def to_device(data, device: torch.device):
+    """A PyG batch on ``device`` (itself when already there: the CPU path pays nothing)."""
+    return data if device.type == "cpu" else data.to(device)
 
 
 def uniform_backward_actions(env, states, generator: torch.Generator | None = None) -> Tensor:
@@ -218,6 +290,7 @@ def replay(gfn: TemperatureGFlowNet, env, traj: Trajectories, beta: Tensor | Non
     """
     beta = traj.beta if beta is None else check_beta(beta)
     B, T = traj.log_pf.shape
+    dev = model_device(gfn)
     idx = [(traj.length > t).nonzero().flatten() for t in range(T)]
     tt = torch.cat([torch.full_like(i, t) for t, i in enumerate(idx)])
     ii = torch.cat(idx)
@@ -226,22 +299,25 @@ def replay(gfn: TemperatureGFlowNet, env, traj: Trajectories, beta: Tensor | Non
     learned = gfn.backward_policy is not None
     if learned and traj.backward_actions is None and not hasattr(env, "backward_actions"):
         raise ValueError(f"a learned backward policy needs {type(env).__name__}.backward_actions(states, actions)")
-    out = gfn.evaluate(env.to_graph(states), beta[ii], env.forward_masks(states),
-                       env.backward_masks(states) if learned else None)
-    log_pf = torch.zeros(B, T, dtype=out.forward.dtype).index_put((ii, tt), out.forward.log_prob(actions))
+    data, fmasks, bmasks = model_inputs(env, states, dev, backward=learned)
+    out = gfn.evaluate(data, beta[ii].to(dev), fmasks, bmasks)
+    ii, tt = ii.to(dev), tt.to(dev)
+    log_pf = torch.zeros(B, T, dtype=out.forward.dtype, device=dev).index_put(
+        (ii, tt), out.forward.log_prob(actions.to(dev)))
     if learned:
-        row = torch.full((T, B), -1, dtype=torch.long)
-        row[tt, ii] = torch.arange(ii.shape[0])
+        row = torch.full((T, B), -1, dtype=torch.long, device=dev)
+        row[tt, ii] = torch.arange(ii.shape[0], device=dev)
         child = (tt >= 1).nonzero().flatten()  # rows reached by a non-stop action
         parent = row[tt[child] - 1, ii[child]]
         if traj.backward_actions is not None:
-            bwd = traj.backward_actions[tt[parent], ii[parent]]
+            bwd = traj.backward_actions.to(dev)[tt[parent], ii[parent]]
         else:
-            bwd = env.backward_actions(states[parent], actions[parent])
+            cpu_parent = parent.cpu()
+            bwd = env.backward_actions(states[cpu_parent], actions[cpu_parent]).to(dev)
         log_pb = torch.zeros_like(log_pf).index_put((ii[child], tt[child] - 1), out.backward.log_prob(bwd, child))
     else:
-        log_pb = traj.log_pb
+        log_pb = traj.log_pb.to(dev)
     log_flow = None
     if out.log_flow is not None:
-        log_flow = torch.zeros(B, T + 1, dtype=out.log_flow.dtype).index_put((ii, tt), out.log_flow)
+        log_flow = torch.zeros(B, T + 1, dtype=out.log_flow.dtype, device=dev).index_put((ii, tt), out.log_flow)
     return Replay(log_pf, log_pb, log_flow)

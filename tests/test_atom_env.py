@@ -525,7 +525,7 @@ def test_sample_and_train_step():
     env = AtomEnv()
     gfn = L.TemperatureGFlowNet.build(env, L.ModelConfig(hidden=16, num_layers=1, heads=1))
     beta = torch.logspace(0, 1.5, 32)
-    traj = L.sample_trajectories(gfn, env, beta, epsilon=0.1, generator=torch.Generator().manual_seed(0))
+    traj, rep = L.sample_and_evaluate(gfn, env, beta, epsilon=0.1, generator=torch.Generator().manual_seed(0))
     term = traj.terminal
     assert env.is_valid(term).all() and (term.n >= 1).all() and (traj.length <= env.max_steps).all()
     mols = [env.to_mol(term, i) for i in range(len(term))]
@@ -537,7 +537,7 @@ def test_sample_and_train_step():
         assert torch.allclose(traj.log_pb[live, t], want)
     log_r = torch.tensor([float(m.GetNumAtoms()) for m in mols]).log()
     log_pb = traj.log_pb.sum(1) - env.log_multiplicity(term)
-    loss = L.trajectory_balance(gfn.log_z(beta), traj.log_pf, log_pb, log_r, beta).mean()
+    loss = L.trajectory_balance(gfn.log_z(beta), rep.log_pf, log_pb, log_r, beta).mean()
     loss.backward()
     grads = [p.grad for p in gfn.parameters() if p.grad is not None]
     assert torch.isfinite(loss) and grads and all(torch.isfinite(g).all() for g in grads)

@@ -126,6 +126,7 @@ def test_evaluate_prints_the_sweep_and_writes_it(run, tmp_path, capsys):
      "override 'train.stpes=3': unknown key 'train.stpes' (did you mean 'train.steps'?)"),
     (["train", "--config", "{tmp}/none.yaml"], "config file not found: {tmp}/none.yaml"),
     (["trian"], "argument COMMAND: invalid choice: 'trian'"),
+    (["sample", "--checkpoint", "x.pt", "--beta", "1", "--device", "gpu0"], "argument --device: not a torch device"),
 ])
 def test_user_errors_print_one_line_and_exit_2(argv, message, tmp_path, capsys):
     err = _user_error(capsys, [a.format(tmp=tmp_path) for a in argv])
@@ -158,3 +159,11 @@ def test_the_console_script_is_installed():
     done = subprocess.run([lgfn, "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert all(c in done.stdout for c in ("train", "sample", "evaluate", "study"))
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_one_line_error(tmp_path, capsys):
+    err = _user_error(capsys, ["train", "--out", str(tmp_path / "run"), "--device", "cuda", "train.steps=1"])
+    assert "train.device" in err and "no CUDA device" in err
+    err = _user_error(capsys, ["sample", "--checkpoint", "x.pt", "--beta", "1", "--device", "cuda"])
+    assert "argument --device: 'cuda': this torch sees no CUDA device" in err

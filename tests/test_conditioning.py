@@ -92,6 +92,57 @@ def _learned(mode="logit", **kw):
     return env, L.TemperatureGFlowNet.build(env, cfg)
 
 
+@pytest.mark.parametrize("learned", [False, True])
+def test_sampling_passes_give_the_replay_and_its_gradients(learned):
+    """sample_and_evaluate's terms (from the passes that sampled) equal a replay of the same
+    trajectories, values and gradients: on-policy training may skip the second pass."""
+    if learned:
+        env, gfn = _learned("logit+layer")
+    else:
+        torch.manual_seed(0)
+        env = L.FragmentEnv(L.FragmentLibrary.default(), max_fragments=4)
+        gfn = L.TemperatureGFlowNet.build(env, L.ModelConfig(hidden=16, num_layers=2, heads=2, conditioning="logit"))
+    beta = torch.tensor([1.0, 3.0, 9.0, 30.0, 2.0, 5.0]).repeat(3)
+    traj, rep = L.sample_and_evaluate(gfn, env, beta, 0.6, torch.Generator().manual_seed(4))
+    ref = replay(gfn, env, traj)
+    assert int(traj.length.max()) >= 3 and int(traj.length.min()) < int(traj.length.max())  # mixed lengths
+    terms = ["log_pf", "log_pb"] + (["log_flow"] if learned else [])
+    for k in terms:
+        torch.testing.assert_close(getattr(rep, k), getattr(ref, k), atol=1e-5, rtol=1e-5)
+    if not learned:
+        assert rep.log_flow is None and ref.log_flow is None
+    weights = torch.randn(len(traj), traj.actions.shape[0], generator=torch.Generator().manual_seed(1))
+
+    def grads(r):
+        gfn.zero_grad()
+        sum((getattr(r, k)[:, :weights.shape[1]] * weights).sum() for k in terms).backward(retain_graph=True)
+        return {n: p.grad.clone() for n, p in gfn.named_parameters() if p.grad is not None}
+
+    a, b = grads(rep), grads(ref)
+    assert a.keys() == b.keys() and len(a) > 10
+    for n in a:
+        torch.testing.assert_close(a[n], b[n], atol=1e-5, rtol=1e-4, msg=n)
+
+
+def test_on_policy_step_equals_the_replayed_step():
+    """One trainer step with backprop_through_sampling gives the parameters a replayed step gives."""
+    def step(fast):
+        torch.manual_seed(0)
+        env = L.FragmentEnv(L.FragmentLibrary.default(), max_fragments=4)
+        gfn = L.TemperatureGFlowNet.build(env, L.ModelConfig(hidden=16, num_layers=2, heads=2))
+        cfg = L.TrainConfig(steps=3, batch_size=8, seed=2, backprop_through_sampling=fast)
+        tr = L.Trainer(env, gfn, L.QED(), cfg)
+        batch = tr.collect()
+        assert (batch.replay is not None) == fast
+        m = tr.update(batch)
+        return m["loss"], {n: p.detach().clone() for n, p in gfn.named_parameters()}
+
+    (la, pa), (lb, pb) = step(True), step(False)
+    assert abs(la - lb) < 1e-4 * max(1.0, abs(lb))
+    for n in pa:
+        torch.testing.assert_close(pa[n], pb[n], atol=1e-5, rtol=1e-4, msg=n)
+
+
 def test_replay_matches_a_pass_one_state_at_a_time():
     """log P_F, learned log P_B and log F from the one batched replay pass, against the model
     evaluated at each state alone; replay at another beta than sampling."""

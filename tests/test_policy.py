@@ -102,13 +102,32 @@ def test_unconstrained_scaler_can_flip_sign():
     assert bool((sc(torch.tensor([1.0, 2.0])) < 0).all())
 
 
-def test_scaled_logits_are_clamped(env):
+def test_clip_bounds_ratios_relative_to_the_best_action_and_keeps_it_best(env):
     gfn = L.TemperatureGFlowNet.build(env, L.ModelConfig(hidden=32, num_layers=1, logit_clip=5.0))
+    unclipped = L.TemperatureGFlowNet.build(env, L.ModelConfig(hidden=32, num_layers=1, logit_clip=0))
+    unclipped.load_state_dict(gfn.state_dict())
     with torch.no_grad():
-        gfn.policy.scaler.mlp[-1].bias.fill_(1e3)  # scale ~ 1e3
-    data = env.to_graph(random_states(env, 2, 2))
-    for l in gfn.policy.logits(data, torch.ones(2)):
-        assert float(l.detach().abs().max()) <= 5.0
+        for m in (gfn, unclipped):
+            m.policy.scaler.mlp[-1].bias.fill_(50.0)  # scale 51: logits far beyond +-5
+    s = random_states(env, 6, 2)
+    data, masks = env.to_graph(s), env.forward_masks(s)
+    beta = torch.ones(6)
+    cat, ref = gfn.policy(data, beta, masks), unclipped.policy(data, beta, masks)
+    graph, _, lp = cat.legal_actions()
+    _, _, ref_lp = ref.legal_actions()
+    best = cat.log_prob(ref.argmax()).detach()
+    for g in range(6):
+        x, r = lp[graph == g].detach(), ref_lp[graph == g].detach()
+        assert float(r.max() - r.min()) > 10.0  # the clip is active in every graph
+        assert float(x.max() - x.min()) <= 10.0 + 1e-4  # ratios within e^(2 clip)
+        assert abs(float(best[g] - x.max())) < 1e-5  # the best action stays the most likely
+        kept = (r - r.max()) > -10.0  # actions within the bound keep their ratio to the best
+        torch.testing.assert_close((x - x.max())[kept], (r - r.max())[kept], atol=1e-4, rtol=1e-4)
+    # where no ratio exceeds the bound, clipping changes nothing
+    small = L.TemperatureGFlowNet.build(env, L.ModelConfig(hidden=32, num_layers=1, logit_clip=1e3))
+    small.load_state_dict(gfn.state_dict())
+    for x, y in zip(small.policy(data, beta, masks).log_probs(), ref.log_probs()):
+        torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)
 
 
 def test_custom_backbone_replaces_the_default(env):
@@ -128,9 +147,9 @@ def test_custom_backbone_replaces_the_default(env):
     policy = L.Policy(env.forward_action_types, MyGCN(env.node_dim, 16), L.nn.ActionHeads(env.forward_action_types, 16),
                       scaler=L.LogitScaler())
     gfn = L.TemperatureGFlowNet(policy, L.LogZ())
-    traj = L.sample_trajectories(gfn, env, torch.full((6,), 2.0), generator=torch.Generator().manual_seed(0))
+    traj, rep = L.sample_and_evaluate(gfn, env, torch.full((6,), 2.0), generator=torch.Generator().manual_seed(0))
     assert bool((traj.terminal.n >= 1).all())
-    traj.log_pf.sum().backward()
+    rep.log_pf.sum().backward()
     assert policy.backbone.conv.lin.weight.grad is not None
 
 

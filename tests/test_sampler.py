@@ -34,9 +34,11 @@ def test_same_seed_same_samples_and_gradients_flow():
     env, gfn = _setup("logit+layer")
     beta = torch.full((8,), 4.0)
     a = L.sample_trajectories(gfn, env, beta, 0.1, torch.Generator().manual_seed(3))
-    b = L.sample_trajectories(gfn, env, beta, 0.1, torch.Generator().manual_seed(3))
-    assert torch.equal(a.actions, b.actions)
-    a.log_pf.sum().backward()
+    b, rep = L.sample_and_evaluate(gfn, env, beta, 0.1, torch.Generator().manual_seed(3))
+    assert torch.equal(a.actions, b.actions) and torch.equal(a.log_pf, b.log_pf)
+    assert not a.log_pf.requires_grad and not b.log_pf.requires_grad  # the record is detached
+    torch.testing.assert_close(rep.log_pf.detach(), b.log_pf)
+    rep.log_pf.sum().backward()
     assert gfn.policy.scaler.mlp[1].weight.grad is not None
     assert gfn.policy.backbone.node_in.weight.grad.abs().sum() > 0
 
