@@ -48,8 +48,10 @@ BENCHMARKS = [
               ("--reward", "seh", "--modes", "logit,none", "--steps", "2", "--warmup", "1", "--batch-size", "8",
                "--out", "{out}/train_step_seh.md"), "train_step_seh.md"),
     Benchmark("scaling.py", ("--out", "{out}"), ("--quick", "--out", "{out}"), "scaling.md"),
-    Benchmark("stress.py", ("--out", "{out}"), ("--quick", "--out", "{out}"), "stress.md"),
-    Benchmark("exact_l1.py", ("--out", "{out}"), ("--steps", "20", "--workers", "1", "--out", "{out}"), "exact_l1.md"),
+    Benchmark("stress.py", ("--conditioning", "logit,layer,logit+layer,none", "--out", "{out}"),
+              ("--quick", "--out", "{out}"), "stress.md"),
+    Benchmark("exact_l1.py", ("--seeds", "2", "--out", "{out}"), ("--steps", "20", "--workers", "1", "--out", "{out}"),
+              "exact_l1.md"),
 ]
 
 

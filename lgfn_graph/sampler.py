@@ -116,6 +116,8 @@ def _rollout(gfn: TemperatureGFlowNet, env, beta: Tensor, epsilon: float, genera
     beta = check_beta(beta)
     B, dev = beta.shape[0], model_device(gfn)
     learned = evaluate and gfn.backward_policy is not None
+    if learned and not hasattr(env, "backward_actions"):
+        raise ValueError(f"a learned backward policy needs {type(env).__name__}.backward_actions(states, actions)")
     flows = evaluate and gfn.state_flow is not None
     s = env.initial(B)
     done = torch.zeros(B, dtype=torch.bool)
