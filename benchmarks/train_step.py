@@ -23,6 +23,9 @@ of it. The ratio to the training floor alone is reported too.
 
     python benchmarks/train_step.py [--library PATH] [--reward qed_sa|seh] [--steps 20] [--out benchmarks/results/train_step.md]
 
+The modes' steps are interleaved, one step of each in turn, so that a machine whose speed drifts
+slows every mode alike; each quantity is the median over the measured steps.
+
 The other benchmarks reuse its timing (:func:`time_steps`, :func:`summarize`) and its report
 helpers (:func:`machine`, :func:`markdown_table`, :func:`parse_args`).
 """
@@ -76,37 +79,54 @@ def parse_args(p: argparse.ArgumentParser, argv, quick: dict) -> tuple[argparse.
 
 
 def time_steps(env, reward, model: L.ModelConfig, batch: int, steps: int, warmup: int) -> list[dict]:
+    """:func:`time_interleaved` for one model: its records."""
+    return time_interleaved(env, reward, {"model": model}, batch, steps, warmup)["model"]
+
+
+def time_interleaved(env, reward, models: dict[str, L.ModelConfig], batch: int, steps: int,
+                     warmup: int) -> dict[str, list[dict]]:
     """Run the library's own training step (``Trainer.collect`` + ``Trainer.update``) ``warmup +
-    steps`` times; return the timings of the last ``steps``, one dict a step: ``sample_s``,
-    ``reward_s``, ``loss_backward_s``, ``infer_sample_s`` (the same trajectories sampled without
-    gradients), ``sample_floor_s``, ``floor_s`` (the network's forward + backward over every
-    state the step visited) and ``states`` (how many)."""
-    torch.manual_seed(0)
-    gfn = L.TemperatureGFlowNet.build(env, model)
-    cfg = L.TrainConfig(steps=warmup + steps, batch_size=batch, seed=0, beta=L.BetaSampler(1.0, 32.0))
-    trainer = L.Trainer(env, gfn, reward, cfg)
-    records = []
+    steps`` times for each model, one step of each in turn (in a rotating order), so that a
+    machine whose speed drifts slows every model alike. Returns, per model, the timings of the
+    last ``steps`` steps, one dict a step: ``sample_s``, ``reward_s``, ``loss_backward_s``,
+    ``infer_sample_s`` (the same trajectories sampled without gradients), ``sample_floor_s``,
+    ``floor_s`` (the network's forward + backward over every state the step visited) and
+    ``states`` (how many)."""
+    trainers = {}
+    for name, model in models.items():
+        torch.manual_seed(0)
+        cfg = L.TrainConfig(steps=warmup + steps, batch_size=batch, seed=0, beta=L.BetaSampler(1.0, 32.0))
+        trainers[name] = L.Trainer(env, L.TemperatureGFlowNet.build(env, model), reward, cfg)
+    records = {name: [] for name in models}
+    names = list(models)
     for it in range(warmup + steps):
-        infer = _inference_sampling(trainer)
-        collected = trainer.collect()
-        m = trainer.update(collected)
-        traj = collected.trajectories
-        assert torch.equal(infer[1].actions, traj.actions)  # the same draws: the same states
-        # floor: one forward + backward of the network over every state this step visited
-        visited = FragmentStates.cat([traj.states[t][(traj.length > t).nonzero().flatten()]
-                                      for t in range(traj.actions.shape[0])])
-        vb = torch.repeat_interleave(collected.beta, traj.length)
-        data = env.to_graph(visited)
-        t4 = time.perf_counter()
-        sum(l.sum() for l in gfn.policy.logits(data, vb)).backward()
-        t5 = time.perf_counter()
-        trainer.optimizer.zero_grad()
-        sample_floor = _sampling_floor(env, gfn, traj)
-        if it >= warmup:
-            records.append({"sample_s": m["time_sample"], "reward_s": m["time_reward"],
-                            "loss_backward_s": m["time_train"], "infer_sample_s": infer[0], "floor_s": t5 - t4,
-                            "sample_floor_s": sample_floor, "states": int(traj.length.sum())})
+        for name in names[it % len(names):] + names[:it % len(names)]:
+            r = _timed_step(trainers[name])
+            if it >= warmup:
+                records[name].append(r)
     return records
+
+
+def _timed_step(trainer: L.Trainer) -> dict:
+    """One training step of ``trainer`` and the floors over its states, timed."""
+    env, gfn = trainer.env, trainer.gfn
+    infer = _inference_sampling(trainer)
+    collected = trainer.collect()
+    m = trainer.update(collected)
+    traj = collected.trajectories
+    assert torch.equal(infer[1].actions, traj.actions)  # the same draws: the same states
+    # floor: one forward + backward of the network over every state this step visited
+    visited = FragmentStates.cat([traj.states[t][(traj.length > t).nonzero().flatten()]
+                                  for t in range(traj.actions.shape[0])])
+    vb = torch.repeat_interleave(collected.beta, traj.length)
+    data = env.to_graph(visited)
+    t0 = time.perf_counter()
+    sum(l.sum() for l in gfn.policy.logits(data, vb)).backward()
+    floor = time.perf_counter() - t0
+    trainer.optimizer.zero_grad()
+    return {"sample_s": m["time_sample"], "reward_s": m["time_reward"], "loss_backward_s": m["time_train"],
+            "infer_sample_s": infer[0], "floor_s": floor, "sample_floor_s": _sampling_floor(env, gfn, traj),
+            "states": int(traj.length.sum())}
 
 
 def _inference_sampling(trainer: L.Trainer) -> tuple[float, L.Trajectories]:
@@ -155,12 +175,6 @@ def summarize(records: Sequence[dict], batch: int, reduce: Callable = statistics
             "ms_per_state": 1000 * x["step_s"] / x["states"]}
 
 
-def time_mode(env, reward, mode: str, steps: int, warmup: int, batch: int) -> dict:
-    """Mean timings of the 4-layer 128-wide model in conditioning ``mode``."""
-    model = L.ModelConfig(hidden=128, num_layers=4, conditioning=mode)
-    return {"mode": mode, **summarize(time_steps(env, reward, model, batch, steps, warmup), batch)}
-
-
 def build_reward(name: str):
     """The benchmark's reward: ``"qed_sa"`` (RDKit) or ``"seh"`` (the sEH proxy, from
     ``$LGFN_SEH_PROXY`` or the shared data folder beside the checkout)."""
@@ -183,7 +197,9 @@ def main(argv=None):
     env = L.FragmentEnv(L.FragmentLibrary.from_json(a.library), max_fragments=9)
     reward = build_reward(a.reward)
     modes = a.modes.split(",")
-    rows = [time_mode(env, reward, m, a.steps, a.warmup, a.batch_size) for m in modes]
+    models = {m: L.ModelConfig(hidden=128, num_layers=4, conditioning=m) for m in modes}
+    timed = time_interleaved(env, reward, models, a.batch_size, a.steps, a.warmup)
+    rows = [{"mode": m, **summarize(timed[m], a.batch_size, statistics.median)} for m in modes]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     head = ["mode", "step_s", "sample_s", "reward_s", "loss_backward_s", "sample_floor_s", "floor_s", "step_ratio",
             "ratio_without_reward", "ratio_with_reward", "traj_per_s", "states_per_s", "infer_sample_s",
@@ -191,7 +207,8 @@ def main(argv=None):
     argv_text = " ".join(sys.argv[1:] if argv is None else argv)
     lines = [f"# Training step vs floor ({date.today()}, {machine()})", "",
              f"`python benchmarks/train_step.py {argv_text}`: 72 fragments, max 9, batch {a.batch_size}, 4x128 "
-             f"graph transformer, TB, reward {a.reward}; mean of {a.steps} steps after {a.warmup} warm-up steps. "
+             f"graph transformer, TB, reward {a.reward}; median of {a.steps} steps after {a.warmup} warm-up steps, "
+             f"the modes' steps interleaved (so that the machine's drift hits every mode alike). "
              f"On-policy sampling keeps its gradients; the step back-propagates through it. Peak RSS of the "
              f"process (every mode): {peak:.0f} MiB.", ""]
     lines += markdown_table(rows, head)
@@ -203,9 +220,9 @@ def main(argv=None):
               "`ratio_with_reward` = step / `floor_s`. `infer_*`: the same trajectories sampled without "
               "gradients (as `lgfn sample` does), against the sampling floor."]
     if "logit" in modes and "none" in modes:
-        net = {r["mode"]: r["step_s"] - r["reward_s"] for r in rows}
-        lines += ["", f"Logit-GFN's step without the reward, relative to the unconditional model's: "
-                      f"{net['logit'] / net['none']:.3f}x."]
+        net = {r["mode"]: (r["step_s"] - r["reward_s"]) / r["states_per_step"] for r in rows}
+        lines += ["", f"Logit-GFN's step without the reward, per state visited, relative to the unconditional "
+                      f"model's: {net['logit'] / net['none']:.3f}x (target: at most 1.05)."]
     text = "\n".join(lines) + "\n"
     with L.io.atomic_write(a.out) as f:
         f.write(text)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 from tqdm.auto import tqdm
 
-from ..config import ConfigError
+from ..betas import BetaSampler, check_beta
+from ..config import ConfigError, to_dict
 from ..policy import MODES
 from ..io import atomic_write
 
@@ -28,6 +29,38 @@ class RunSpec:
     def folder(self, out: str | Path) -> Path:
         """Where the run writes: ``out/runs/<conditioning>/seed<seed>``."""
         return Path(out) / "runs" / self.conditioning / f"seed{self.seed}"
+
+
+class StudyRuns:
+    """What the configuration dataclass of every study shares: its fields ``train``
+    (a :class:`~lgfn_graph.TrainConfig`), ``none_beta``, ``conditionings``, ``seeds``, ``out``,
+    ``publish`` and ``threads``, their checks, and how they make each run's settings."""
+
+    # fields that say which runs to make and where, not what a run does
+    RUN_FIELDS = ("conditionings", "seeds", "out", "publish", "threads")
+
+    def check_runs(self) -> None:
+        """Raise ``ValueError`` for bad run fields (call from ``__post_init__``)."""
+        check_runs(self.conditionings, self.seeds)
+        if self.none_beta is not None:
+            check_beta(self.none_beta, "none_beta")
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+
+    def settings(self) -> dict:
+        """What decides a run's outcome, apart from its mode and seed (recorded in its result)."""
+        d = to_dict(self)
+        for key in self.RUN_FIELDS:
+            del d[key]
+        return d
+
+    def train_config(self, spec: "RunSpec"):
+        """The training settings of one run: its seed, and for ``none`` the fixed ``none_beta``
+        (a model that cannot read beta trains at one beta)."""
+        beta = self.train.beta
+        if spec.conditioning == "none" and self.none_beta is not None:
+            beta = BetaSampler.constant(self.none_beta)
+        return replace(self.train, seed=spec.seed, beta=beta)
 
 
 # (spec, its folder, show progress) -> the run's results as plain JSON data

@@ -50,8 +50,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..betas import BetaSampler, check_beta
-from ..config import to_dict
+from ..betas import BetaSampler
 from ..io import atomic_write, write_csv
 from ..metrics import ModeTracker, top_k_diversity, top_k_reward
 from ..policy import MODES, ModelConfig, TemperatureGFlowNet
@@ -60,7 +59,7 @@ from ..task import TaskConfig, build_task
 from ..trainer import Callback, Trainer, TrainConfig
 from . import _report as R
 from ._cli import study_config, study_parser
-from ._runs import RunSpec, check_runs, run_all, run_specs
+from ._runs import RunSpec, StudyRuns, run_all, run_specs
 
 NAME = "mode_seeking"
 
@@ -93,7 +92,7 @@ class ModeCriteria:
 
 
 @dataclass
-class ModeSeekingConfig:
+class ModeSeekingConfig(StudyRuns):
     """The mode-seeking study.
 
     Args:
@@ -126,29 +125,11 @@ class ModeSeekingConfig:
     threads: int = 1
 
     def __post_init__(self):
-        check_runs(self.conditionings, self.seeds)
+        self.check_runs()
         if not self.train.sample_db:
             raise ValueError("train.sample_db must be true: the runs' samples are the study's raw data")
-        if self.none_beta is not None:
-            check_beta(self.none_beta, "none_beta")
         if self.top_k < 2:
             raise ValueError(f"top_k must be >= 2 (diversity needs a pair), got {self.top_k}")
-        if self.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {self.threads}")
-
-    def settings(self) -> dict:
-        """What decides a run's outcome, apart from its mode and seed (recorded in its result)."""
-        d = to_dict(self)
-        for key in ("conditionings", "seeds", "out", "publish", "threads"):
-            del d[key]
-        return d
-
-    def train_config(self, spec: RunSpec) -> TrainConfig:
-        """The training settings of one run."""
-        beta = self.train.beta
-        if spec.conditioning == "none" and self.none_beta is not None:
-            beta = BetaSampler.constant(self.none_beta)
-        return replace(self.train, seed=spec.seed, beta=beta)
 
 
 class ModeRecorder:

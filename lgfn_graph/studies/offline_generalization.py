@@ -61,7 +61,7 @@ from ..task import TaskConfig, build_task
 from ..trainer import Callback, Trainer, TrainConfig
 from . import _report as R
 from ._cli import study_config, study_parser
-from ._runs import RunSpec, check_runs, run_all, run_specs
+from ._runs import RunSpec, StudyRuns, run_all, run_specs
 
 NAME = "offline_generalization"
 
@@ -125,7 +125,7 @@ class OfflineEvalConfig:
 
 
 @dataclass
-class OfflineGeneralizationConfig:
+class OfflineGeneralizationConfig(StudyRuns):
     """The offline generalization study.
 
     Args:
@@ -157,25 +157,7 @@ class OfflineGeneralizationConfig:
     threads: int = 1
 
     def __post_init__(self):
-        check_runs(self.conditionings, self.seeds)
-        if self.none_beta is not None:
-            check_beta(self.none_beta, "none_beta")
-        if self.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {self.threads}")
-
-    def settings(self) -> dict:
-        """What decides a run's outcome, apart from its mode and seed (recorded in its result)."""
-        d = to_dict(self)
-        for key in ("conditionings", "seeds", "out", "publish", "threads"):
-            del d[key]
-        return d
-
-    def train_config(self, spec: RunSpec) -> TrainConfig:
-        """The training settings of one run."""
-        beta = self.train.beta
-        if spec.conditioning == "none" and self.none_beta is not None:
-            beta = BetaSampler.constant(self.none_beta)
-        return replace(self.train, seed=spec.seed, beta=beta)
+        self.check_runs()
 
 
 # -- the dataset ----------------------------------------------------------------------------------
