@@ -91,7 +91,7 @@ def time_interleaved(env, reward, models: dict[str, L.ModelConfig], batch: int, 
     last ``steps`` steps, one dict a step: ``sample_s``, ``reward_s``, ``loss_backward_s``,
     ``infer_sample_s`` (the same trajectories sampled without gradients), ``sample_floor_s``,
     ``floor_s`` (the network's forward + backward over every state the step visited) and
-    ``states`` (how many)."""
+    ``states`` (how many) and ``nodes`` (their fragments, summed)."""
     trainers = {}
     for name, model in models.items():
         torch.manual_seed(0)
@@ -126,7 +126,7 @@ def _timed_step(trainer: L.Trainer) -> dict:
     trainer.optimizer.zero_grad()
     return {"sample_s": m["time_sample"], "reward_s": m["time_reward"], "loss_backward_s": m["time_train"],
             "infer_sample_s": infer[0], "floor_s": floor, "sample_floor_s": _sampling_floor(env, gfn, traj),
-            "states": int(traj.length.sum())}
+            "states": int(traj.length.sum()), "nodes": int(visited.n.sum())}
 
 
 def _inference_sampling(trainer: L.Trainer) -> tuple[float, L.Trajectories]:
@@ -171,7 +171,7 @@ def summarize(records: Sequence[dict], batch: int, reduce: Callable = statistics
             "ratio_without_reward": x["net_s"] / x["floor_s"], "ratio_with_reward": x["step_s"] / x["floor_s"],
             "traj_per_s": batch / x["step_s"], "states_per_s": x["states"] / x["step_s"],
             "infer_traj_per_s": batch / x["infer_sample_s"],
-            "states_per_traj": x["states"] / batch, "states_per_step": x["states"],
+            "states_per_traj": x["states"] / batch, "states_per_step": x["states"], "nodes_per_step": x["nodes"],
             "ms_per_state": 1000 * x["step_s"] / x["states"]}
 
 
