@@ -33,8 +33,16 @@ class RunSpec:
 
 class StudyRuns:
     """What the configuration dataclass of every study shares: its fields ``train``
-    (a :class:`~lgfn_graph.TrainConfig`), ``none_beta``, ``conditionings``, ``seeds``, ``out``,
-    ``publish`` and ``threads``, their checks, and how they make each run's settings."""
+    (a :class:`~lgfn_graph.TrainConfig`), ``none_beta`` and the run fields below, their checks,
+    and how they make each run's settings.
+
+    Run fields:
+        conditionings: the modes compared (``--modes``).
+        seeds: one run per mode and seed (``--seeds``).
+        out: the output folder (``--out``).
+        publish: a folder to copy the table, CSV and PNG into (``None``: none).
+        threads: torch CPU threads (the default model is small: one thread is as fast).
+    """
 
     # fields that say which runs to make and where, not what a run does
     RUN_FIELDS = ("conditionings", "seeds", "out", "publish", "threads")

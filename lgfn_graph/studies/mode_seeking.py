@@ -104,11 +104,7 @@ class ModeSeekingConfig(StudyRuns):
             same beta distribution as the other modes.
         mode_criteria: what counts as a mode.
         top_k: distinct molecules in the top-k reward and diversity (fewer if fewer were sampled).
-        conditionings: the modes compared (``--modes``).
-        seeds: one run per mode and seed (``--seeds``).
-        out: the output folder (``--out``).
-        publish: a folder to copy the table, CSV and PNG into (``None``: none).
-        threads: torch CPU threads (the default model is small: one thread is as fast).
+        conditionings, seeds, out, publish, threads: which runs, where (see :class:`StudyRuns`).
     """
 
     task: TaskConfig = field(default_factory=TaskConfig)

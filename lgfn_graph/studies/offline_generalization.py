@@ -136,11 +136,7 @@ class OfflineGeneralizationConfig(StudyRuns):
             ``None``: the same beta distribution as the other modes.
         data: the dataset and its split.
         eval: the evaluation at each beta.
-        conditionings: the modes compared (``--modes``).
-        seeds: one run per mode and seed (``--seeds``).
-        out: the output folder (``--out``).
-        publish: a folder to copy the table, CSV and PNG into (``None``: none).
-        threads: torch CPU threads (the default model is small: one thread is as fast).
+        conditionings, seeds, out, publish, threads: which runs, where (see :class:`StudyRuns`).
     """
 
     task: TaskConfig = field(default_factory=TaskConfig)
