@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -31,6 +31,7 @@ class RunSpec:
         return Path(out) / "runs" / self.conditioning / f"seed{self.seed}"
 
 
+@dataclass
 class StudyRuns:
     """What the configuration dataclass of every study shares: its fields ``train``
     (a :class:`~lgfn_graph.TrainConfig`), ``none_beta`` and the run fields below, their checks,
@@ -43,6 +44,12 @@ class StudyRuns:
         publish: a folder to copy the table, CSV and PNG into (``None``: none).
         threads: torch CPU threads (the default model is small: one thread is as fast).
     """
+
+    conditionings: list[str] = field(default_factory=lambda: list(MODES))
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    out: str = "runs/studies/study"  # each study names its own folder
+    publish: str | None = None
+    threads: int = 1
 
     # fields that say which runs to make and where, not what a run does
     RUN_FIELDS = ("conditionings", "seeds", "out", "publish", "threads")

@@ -53,7 +53,7 @@ from tqdm.auto import tqdm
 from ..betas import BetaSampler
 from ..io import atomic_write, write_csv
 from ..metrics import ModeTracker, top_k_diversity, top_k_reward
-from ..policy import MODES, ModelConfig, TemperatureGFlowNet
+from ..policy import ModelConfig, TemperatureGFlowNet
 from ..sampledb import SampleDB
 from ..task import TaskConfig, build_task
 from ..trainer import Callback, Trainer, TrainConfig
@@ -114,11 +114,7 @@ class ModeSeekingConfig(StudyRuns):
     none_beta: float | None = 2.0
     mode_criteria: ModeCriteria = field(default_factory=ModeCriteria)
     top_k: int = 100
-    conditionings: list[str] = field(default_factory=lambda: list(MODES))
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     out: str = f"runs/studies/{NAME}"
-    publish: str | None = None
-    threads: int = 1
 
     def __post_init__(self):
         self.check_runs()

@@ -54,7 +54,7 @@ from ..config import to_dict
 from ..evaluate import sample_molecules
 from ..io import atomic_write, write_csv
 from ..metrics import correlations, log_likelihood, temperature_response
-from ..policy import MODES, ModelConfig, TemperatureGFlowNet
+from ..policy import ModelConfig, TemperatureGFlowNet
 from ..rewards import RewardFn, score_molecules
 from ..sampler import sample_trajectories
 from ..task import TaskConfig, build_task
@@ -146,11 +146,7 @@ class OfflineGeneralizationConfig(StudyRuns):
     none_beta: float | None = 30.0
     data: DatasetConfig = field(default_factory=DatasetConfig)
     eval: OfflineEvalConfig = field(default_factory=OfflineEvalConfig)
-    conditionings: list[str] = field(default_factory=lambda: list(MODES))
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     out: str = f"runs/studies/{NAME}"
-    publish: str | None = None
-    threads: int = 1
 
     def __post_init__(self):
         self.check_runs()
