@@ -1,6 +1,8 @@
 """A store of terminal states with their log-rewards: a replay buffer or an offline dataset."""
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import Tensor
 
@@ -71,10 +73,21 @@ class ReplayBuffer:
         return self.states[idx], self.log_reward[idx]
 
     def state_dict(self) -> dict:
-        """Everything needed to rebuild the buffer exactly (for checkpoints)."""
+        """Everything needed to rebuild the buffer exactly, as plain tensors and numbers (so a
+        checkpoint holding it loads with ``torch.load(weights_only=True)``)."""
+        states = None
+        if self.states is not None:
+            states = {f.name: getattr(self.states, f.name) for f in dataclasses.fields(self.states)}
         return {"capacity": self.capacity, "priority": self.priority, "keep": self.keep,
-                "log_reward": self.log_reward.clone(), "states": self.states}
+                "log_reward": self.log_reward.clone(), "states": states}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, states_type: type | None = None) -> None:
+        """Restore :meth:`state_dict`. ``states_type``: the dataclass of the environment's
+        states (``type(env.initial(0))``), needed when the buffer held states."""
         self.capacity, self.priority, self.keep = state["capacity"], state["priority"], state["keep"]
-        self.log_reward, self.states = state["log_reward"], state["states"]
+        self.log_reward, states = state["log_reward"], state["states"]
+        if states is not None:
+            if states_type is None:
+                raise ValueError("the buffer holds states: pass states_type (type(env.initial(0)))")
+            states = states_type(**states)
+        self.states = states

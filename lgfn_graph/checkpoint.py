@@ -67,20 +67,53 @@ def save_checkpoint(path: str | Path, gfn: TemperatureGFlowNet, env, step: int,
         f.write(outer.getvalue())
 
 
-_READ_ERRORS = (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError,
-                AttributeError, IndexError, TypeError, UnicodeDecodeError)
+_READ_ERRORS = (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError,
+                AttributeError, IndexError, TypeError, UnicodeDecodeError, MemoryError)
+
+# what a payload must hold, and the type of each entry (``None`` allowed where optional)
+_PAYLOAD_KEYS = {"step": int, "model_config": dict, "env": dict, "model": dict}
+_OPTIONAL_KEYS = {"optimizer": dict, "generator": torch.Tensor, "torch_rng": torch.Tensor, "extra": dict,
+                  "training": dict}
+
+
+def _restricted_load(source, path: Path, what: str):
+    """``torch.load`` with ``weights_only=True``: tensors and plain Python data only, so a crafted
+    file cannot run code. Anything else is refused with the culprit named."""
+    try:
+        return torch.load(source, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = _unpickler_reason(str(e))
+        if reason is not None:
+            raise CheckpointError(f"{path}: refusing to load {what}: it holds Python objects a checkpoint never "
+                                  f"holds, and unpickling them could run code ({reason})") from None
+        raise CheckpointError(f"{path}: truncated or corrupted {what} (UnpicklingError: {e})") from None
+    except _READ_ERRORS as e:
+        raise CheckpointError(f"{path}: truncated or corrupted {what} ({type(e).__name__}: {e})") from None
+
+
+def _unpickler_reason(message: str) -> str | None:
+    """The restricted unpickler's own reason (e.g. ``Unsupported global: GLOBAL posix.system``),
+    or ``None`` when the error is not a refusal."""
+    for line in message.splitlines():
+        if "WeightsUnpickler error:" in line:
+            reason = line.split("WeightsUnpickler error:", 1)[1].strip().split(". ")[0]
+            return reason.replace(" was not an allowed global by default", "")
+    return None
 
 
 def load_checkpoint(path: str | Path) -> dict:
     """Read and check a checkpoint; raise :class:`CheckpointError` saying what is wrong
-    (missing, truncated or corrupted, not a checkpoint, or an unsupported format version)."""
+    (missing, truncated or corrupted, not a checkpoint, an unsupported format version, missing
+    entries, or objects other than tensors and plain data).
+
+    Both layers (the envelope and the checksummed payload) are read by PyTorch's restricted
+    unpickler (``weights_only=True``): a file that would run code when unpickled is refused
+    before anything in it is used.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        outer = torch.load(path, map_location="cpu", weights_only=False)
-    except _READ_ERRORS as e:
-        raise CheckpointError(f"{path}: truncated or corrupted checkpoint ({type(e).__name__}: {e})") from None
+    outer = _restricted_load(path, path, "checkpoint")
     if not isinstance(outer, dict) or outer.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an lgfn_graph checkpoint")
     if outer.get("format_version") != FORMAT_VERSION:
@@ -89,10 +122,22 @@ def load_checkpoint(path: str | Path) -> dict:
     payload = outer.get("payload")
     if not isinstance(payload, bytes) or hashlib.sha256(payload).hexdigest() != outer.get("sha256"):
         raise CheckpointError(f"{path}: corrupted checkpoint (checksum mismatch)")
-    try:
-        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
-    except _READ_ERRORS as e:
-        raise CheckpointError(f"{path}: corrupted checkpoint ({type(e).__name__}: {e})") from None
+    state = _restricted_load(io.BytesIO(payload), path, "checkpoint payload")
+    _check_payload(path, state)
+    return state
+
+
+def _check_payload(path: Path, state) -> None:
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: checkpoint payload is a {type(state).__name__}, not a dict")
+    for key, kind in {**_PAYLOAD_KEYS, **_OPTIONAL_KEYS}.items():
+        if key not in state:
+            if key in _PAYLOAD_KEYS:
+                raise CheckpointError(f"{path}: checkpoint payload has no {key!r} entry")
+            continue
+        if not isinstance(state[key], kind) and not (key in _OPTIONAL_KEYS and state[key] is None):
+            raise CheckpointError(f"{path}: checkpoint entry {key!r} is a {type(state[key]).__name__}, "
+                                  f"expected {kind.__name__}")
 
 
 def check_same_task(path: str | Path, state: dict, gfn: TemperatureGFlowNet, env) -> None:

@@ -2,17 +2,16 @@
 
 Measure a proxy's cross-validated accuracy on a CSV (and save it) from the command line::
 
-    python -m lgfn_graph.proxy data.csv --smiles-col Smiles --value-col "pChEMBL Value" --out proxy.joblib
+    python -m lgfn_graph.proxy data.csv --smiles-col Smiles --value-col "pChEMBL Value" --out proxy.pkl.gz
 """
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
-import joblib
 import numpy as np
 import sklearn
 import torch
@@ -27,8 +26,9 @@ from torch import Tensor
 
 from .datasets import MoleculeDataset, read_molecule_csv
 from .io import atomic_write
+from .safe_pickle import UnsafePickleError, dump_gz, load_gz
 
-_FORMAT, _VERSION = "lgfn_graph.FingerprintProxy", 1
+_FORMAT, _VERSION = "lgfn_graph.FingerprintProxy", 2  # 2: gzip pickle read by a restricted loader
 TRANSFORMS = {"relu": lambda x: x.clamp_min(0), "softplus": torch.nn.functional.softplus, "exp": torch.exp}
 """Output transforms of :meth:`FingerprintProxy.__call__`, by name."""
 
@@ -74,8 +74,9 @@ class FingerprintProxy:
 
     Shapes: ``predict`` and ``__call__``: ``B`` molecules (RDKit or SMILES) ``-> [B]`` float32.
 
-    :meth:`save` and :meth:`load` use joblib (pickle): loading runs code from the file, so
-    load only files you trust.
+    :meth:`save` writes a gzip-compressed pickle; :meth:`load` reads it with a restricted
+    unpickler (:mod:`lgfn_graph.safe_pickle`) that builds only scikit-learn estimators, numpy
+    arrays and plain data, so a crafted file cannot run code.
     """
 
     def __init__(self, estimator=None, radius: int = 2, n_bits: int = 2048, transform: str | None = None):
@@ -148,23 +149,26 @@ class FingerprintProxy:
         return r if self.transform is None else TRANSFORMS[self.transform](r)
 
     def save(self, path: str | Path) -> None:
-        """Write the fitted proxy to ``path`` atomically (joblib, compressed)."""
+        """Write the fitted proxy to ``path`` atomically (gzip-compressed pickle)."""
         if self.model is None:
             raise ProxyError(f"cannot save an unfitted FingerprintProxy to {path}: call fit() first")
         payload = {"format": _FORMAT, "version": _VERSION, "sklearn": sklearn.__version__, "model": self.model,
                    "radius": self.radius, "n_bits": self.n_bits, "transform": self.transform,
-                   "cv_report": self.cv_report}
+                   "cv_report": None if self.cv_report is None else asdict(self.cv_report)}
         with atomic_write(path, "wb") as f:
-            joblib.dump(payload, f, compress=3)
+            dump_gz(payload, f)
 
     @classmethod
     def load(cls, path: str | Path) -> "FingerprintProxy":
-        """Read a proxy written by :meth:`save`. Only load files you trust (pickle runs code)."""
+        """Read a proxy written by :meth:`save`. Raises :class:`ProxyError` for a damaged or
+        foreign file, or one that holds anything but an estimator and plain data."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"proxy file not found: {path}")
         try:
-            payload = joblib.load(path)
+            payload = load_gz(path.read_bytes())
+        except UnsafePickleError as e:
+            raise ProxyError(f"{path}: {e}") from None
         except Exception as e:  # unpickling a damaged file can raise almost anything
             raise ProxyError(f"{path} is not a readable FingerprintProxy file (corrupt or truncated?): "
                              f"{type(e).__name__}: {e}") from e
@@ -174,7 +178,8 @@ class FingerprintProxy:
             raise ProxyError(f"{path} is FingerprintProxy format version {payload.get('version')}; "
                              f"this lgfn_graph reads version {_VERSION}")
         proxy = cls(payload["model"], payload["radius"], payload["n_bits"], payload["transform"])
-        proxy.model, proxy.cv_report = payload["model"], payload["cv_report"]
+        report = payload["cv_report"]
+        proxy.model, proxy.cv_report = payload["model"], None if report is None else CVReport(**report)
         return proxy
 
 

@@ -356,7 +356,7 @@ class Trainer:
         self.generator.set_state(training["generators"][self.rank])
         torch.set_rng_state(state["torch_rng"])
         if self.buffer is not None and training.get("buffer") is not None:
-            self.buffer.load_state_dict(training["buffer"])
+            self.buffer.load_state_dict(training["buffer"], type(self.env.initial(0)))
         self.step = state["step"]
         if self.out_dir is not None:
             _truncate_metrics(self.out_dir / "metrics.jsonl", self.step)

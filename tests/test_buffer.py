@@ -111,7 +111,7 @@ def test_buffer_capacity_priorities_and_state_round_trip():
     p = torch.softmax(torch.tensor([0.0, -1.0, -2.0], dtype=torch.float64), 0)
     assert chisquare(counts.numpy(), (p * 20000).numpy()).pvalue > 1e-3
     copy = L.ReplayBuffer()
-    copy.load_state_dict(best.state_dict())
+    copy.load_state_dict(best.state_dict(), type(x))
     g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
     s1, l1 = best.sample(7, g1)
     s2, l2 = copy.sample(7, g2)

@@ -39,7 +39,7 @@ def test_two_processes_stay_identical_and_learn(tmp_path):
                            str(script), str(tmp_path)],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert r0["world"] == r1["world"] == 2
     for k, v in r0["params"].items():
         assert torch.equal(v, r1["params"][k]), k

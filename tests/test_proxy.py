@@ -1,7 +1,8 @@
 """FingerprintProxy: cross-validated fit on ChEMBL sEH data, save/load, and use as a reward."""
+import gzip
+import pickle
 from functools import lru_cache
 
-import joblib
 import numpy as np
 import pytest
 import torch
@@ -12,6 +13,7 @@ from sklearn.linear_model import Ridge
 from lgfn_graph.datasets import read_molecule_csv
 from lgfn_graph.proxy import FingerprintProxy, ProxyError
 from lgfn_graph.rewards import score_molecules
+from lgfn_graph.safe_pickle import dump_gz, load_gz
 
 SMILES = ["CCO", "CCCO", "CCCCO", "c1ccccc1", "c1ccccc1O", "c1ccccc1N", "CC(=O)O", "CCN"]
 
@@ -43,9 +45,9 @@ def test_cross_validated_fit_on_chembl(chembl):
 
 def test_save_load_round_trip(chembl, tmp_path):
     data, proxy = chembl
-    path = tmp_path / "proxy.joblib"
+    path = tmp_path / "proxy.pkl.gz"
     proxy.save(path)
-    assert [p.name for p in tmp_path.iterdir()] == ["proxy.joblib"]  # no temporary file left
+    assert [p.name for p in tmp_path.iterdir()] == ["proxy.pkl.gz"]  # no temporary file left
     loaded = FingerprintProxy.load(path)
     mols = data.mols()[:100]
     assert torch.equal(loaded.predict(mols), proxy.predict(mols))
@@ -62,21 +64,47 @@ def test_usable_as_a_reward(chembl):
 
 
 def test_load_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="missing.joblib"):
-        FingerprintProxy.load(tmp_path / "missing.joblib")
-    corrupt = tmp_path / "corrupt.joblib"
+    with pytest.raises(FileNotFoundError, match="missing.pkl.gz"):
+        FingerprintProxy.load(tmp_path / "missing.pkl.gz")
+    corrupt = tmp_path / "corrupt.pkl.gz"
     corrupt.write_bytes(b"not a pickle \x00\x01")
-    with pytest.raises(ProxyError, match="corrupt.joblib is not a readable FingerprintProxy file"):
+    with pytest.raises(ProxyError, match="corrupt.pkl.gz is not a readable FingerprintProxy file"):
         FingerprintProxy.load(corrupt)
     proxy = FingerprintProxy(Ridge()).fit(SMILES, np.arange(8.0), cv=None)
-    proxy.save(tmp_path / "good.joblib")
-    truncated = tmp_path / "truncated.joblib"
-    truncated.write_bytes((tmp_path / "good.joblib").read_bytes()[:40])
-    with pytest.raises(ProxyError, match="truncated.joblib is not a readable"):
+    proxy.save(tmp_path / "good.pkl.gz")
+    truncated = tmp_path / "truncated.pkl.gz"
+    truncated.write_bytes((tmp_path / "good.pkl.gz").read_bytes()[:40])
+    with pytest.raises(ProxyError, match="truncated.pkl.gz is not a readable"):
         FingerprintProxy.load(truncated)
-    joblib.dump({"weights": [1, 2]}, tmp_path / "foreign.joblib")
-    with pytest.raises(ProxyError, match="foreign.joblib is not a FingerprintProxy file: it holds a dict"):
-        FingerprintProxy.load(tmp_path / "foreign.joblib")
+    with open(tmp_path / "foreign.pkl.gz", "wb") as f:
+        dump_gz({"weights": [1, 2]}, f)
+    with pytest.raises(ProxyError, match="foreign.pkl.gz is not a FingerprintProxy file: it holds a dict"):
+        FingerprintProxy.load(tmp_path / "foreign.pkl.gz")
+
+
+class _CreatesFile:
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_load_refuses_a_file_that_would_run_code(tmp_path):
+    """A proxy file whose unpickling would create a file is refused, naming the culprit,
+    and the file is never created; a plain unpickler would have created it."""
+    marker = tmp_path / "pwned"
+    proxy = FingerprintProxy(Ridge()).fit(SMILES, np.arange(8.0), cv=None)
+    proxy.save(tmp_path / "good.pkl.gz")
+    payload = load_gz((tmp_path / "good.pkl.gz").read_bytes())
+    payload["transform"] = _CreatesFile(marker)
+    with open(tmp_path / "evil.pkl.gz", "wb") as f:
+        dump_gz(payload, f)
+    with pytest.raises(ProxyError, match=r"evil.pkl.gz: refusing to build io.open"):
+        FingerprintProxy.load(tmp_path / "evil.pkl.gz")
+    assert not marker.exists()
+    pickle.loads(gzip.decompress((tmp_path / "evil.pkl.gz").read_bytes()))
+    assert marker.exists()
 
 
 def test_any_estimator_transform_and_misuse():

@@ -8,6 +8,8 @@ from itertools import groupby
 import pytest
 import torch
 
+import lgfn_graph as L
+
 from lgfn_graph.cli import main as lgfn
 from lgfn_graph.config import ConfigError
 from lgfn_graph.metrics import ModeTracker, canonical_smiles
@@ -61,7 +63,7 @@ def test_mode_seeking_writes_a_row_per_mode_to_table_csv_and_png(mode_study):
     assert [r["conditioning"] for r in rows] == MODES
     assert all(r["seeds"] == "2" and r["trajectories"] == "40" for r in rows)  # 5 steps of 8, equal for all
     table = [line for line in (out / "mode_seeking.md").read_text().splitlines() if line.startswith("| ")]
-    assert table[0].startswith("| mode | modes found | top-5 reward | top-5 diversity")
+    assert table[0].startswith("| mode | modes at 25 % | modes at 50 % | modes at 100 % | top-5 reward at 25 %")
     assert [t.split(" | ")[0][2:] for t in table[1:]] == ["logit", "layer", "logit+layer", "none (beta = 2)"]
     for name in ("mode_seeking.md", "mode_seeking.csv", "mode_seeking.png"):
         assert (out / "published" / name).read_bytes() == (out / name).read_bytes()
@@ -197,3 +199,72 @@ def test_an_unknown_key_fails_naming_it(tmp_path, capsys):
     assert mode_seeking_script.main(["mode_criteria.reward_treshold=0.5"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and "'trian'" in err[0] and "did you mean 'mode_criteria.reward_threshold'" in err[1]
+
+
+def test_a_run_killed_midway_resumes_from_its_checkpoint_exactly(tmp_path):
+    """A run stopped after step 3 (checkpoint at step 2) continues from step 2 when the study is
+    rerun, and ends with the same result as a run never stopped (modes, curve, top-k)."""
+    argv = ["--quick", "--no-progress", "--modes", "logit", "train.steps=6", "train.checkpoint_every=2",
+            "train.replay_capacity=32", "mode_criteria.reward_threshold=0.6"]
+    assert MS.main(argv + ["--out", str(tmp_path / "whole")]) == 0
+    cfg = MS.study_config(MS.ModeSeekingConfig, MS.study_parser("m", "").parse_args(
+        argv + ["--out", str(tmp_path / "killed")]), MS.QUICK)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_step_3(trainer, batch, metrics):
+        if trainer.step == 3:
+            raise Killed
+
+    spec = RunSpec("logit", 0)
+    folder = spec.folder(cfg.out)
+    (folder / "settings.json").parent.mkdir(parents=True)
+    (folder / "settings.json").write_text(json.dumps(cfg.settings()))
+    with pytest.raises(Killed):
+        MS.train_run(cfg, spec, folder, False, [kill_after_step_3])
+    assert len((folder / "metrics.jsonl").read_text().splitlines()) == 3
+    calls = []
+    real = MS.train_run
+
+    def resumed_from(cfg_, spec_, folder_, progress=True, callbacks=()):
+        calls.append(L.load_checkpoint(folder_ / "checkpoint.pt")["step"])
+        return real(cfg_, spec_, folder_, progress, callbacks)
+
+    MS.train_run = resumed_from
+    try:
+        assert MS.main(argv + ["--out", str(tmp_path / "killed")]) == 0
+    finally:
+        MS.train_run = real
+    assert calls == [2]
+    whole = json.loads((spec.folder(tmp_path / "whole") / RESULT_FILE).read_text())
+    after = json.loads((folder / RESULT_FILE).read_text())
+    for key in ("history", "modes", "curve", "top_k_reward", "unique_molecules", "modes_found_at_50"):
+        assert after[key] == whole[key], key
+    assert len((folder / "metrics.jsonl").read_text().splitlines()) == 6
+
+
+def test_report_only_writes_the_finished_runs_and_runs_nothing(mode_study, tmp_path, monkeypatch):
+    out, argv = mode_study
+
+    def fail(*args, **kwargs):
+        raise AssertionError("--report-only ran a run")
+
+    monkeypatch.setattr(MS, "train_run", fail)
+    assert MS.main(argv + ["--report-only", "--seeds", "0,1,2"]) == 0
+    text = (out / "mode_seeking.md").read_text()
+    assert "| logit (2 of 3 seeds) |" in text
+
+
+def test_a_setting_added_later_with_its_default_keeps_finished_runs(mode_study, monkeypatch):
+    """A finished run recorded before a field existed still counts while the field keeps its
+    default; a non-default value is a different experiment and is refused."""
+    out, argv = mode_study
+    folder = RunSpec("logit", 0).folder(out)
+    result = json.loads((folder / RESULT_FILE).read_text())
+    del result["settings"]["train"]["epsilon"]  # as if recorded before epsilon existed
+    (folder / RESULT_FILE).write_text(json.dumps(result))
+    monkeypatch.setattr(MS, "train_run", lambda *a, **k: (_ for _ in ()).throw(AssertionError("rerun")))
+    assert MS.main(argv) == 0
+    with pytest.raises(ConfigError, match="train.epsilon: None -> 0.3"):
+        MS.main(argv + ["train.epsilon=0.3"])

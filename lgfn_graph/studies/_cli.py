@@ -29,6 +29,8 @@ def study_parser(name: str, description: str) -> argparse.ArgumentParser:
                                    "(overrides the config's conditionings)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run of seconds")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: write the report from the runs that have finished")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="configuration overrides, applied last and in order (e.g. train.steps=200)")
     return p

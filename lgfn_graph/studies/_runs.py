@@ -1,6 +1,7 @@
 """The runs of a study: one folder per (conditioning mode, seed), finished once its
-``result.json`` exists. A rerun into the same output folder skips finished runs and redoes an
-unfinished one (a study killed midway) from scratch."""
+``result.json`` exists. A rerun into the same output folder skips finished runs; an unfinished
+one (a study killed midway) continues from its last checkpoint where the study's run function
+can resume (``resumable``), else it is redone from scratch."""
 from __future__ import annotations
 
 import json
@@ -17,6 +18,7 @@ from ..policy import MODES
 from ..io import atomic_write
 
 RESULT_FILE = "result.json"
+SETTINGS_FILE = "settings.json"  # written when a run starts: what a resume must match
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,11 @@ class StudyRuns:
             del d[key]
         return d
 
+    def default_settings(self) -> dict:
+        """:meth:`settings` of this study's default configuration: a key that a later version of
+        the library added is accepted as missing from a recorded run while it keeps this value."""
+        return type(self)().settings()
+
     def train_config(self, spec: "RunSpec"):
         """The training settings of one run: its seed, and for ``none`` the fixed ``none_beta``
         (a model that cannot read beta trains at one beta)."""
@@ -101,26 +108,39 @@ def check_runs(conditionings: Sequence[str], seeds: Sequence[int]) -> None:
 
 
 def run_all(out: str | Path, specs: Sequence[RunSpec], settings: dict, run: RunFn, progress: bool = True,
-            desc: str = "runs") -> tuple[list[dict], int]:
+            desc: str = "runs", resumable: bool = False, defaults: dict | None = None,
+            only_finished: bool = False) -> tuple[list[dict], int]:
     """Run each spec not yet finished under ``out``; returns ``(results, skipped)``.
+
+    An unfinished run's folder is kept for ``run`` to resume when ``resumable``, it holds a
+    ``checkpoint.pt`` and it was started with the same ``settings`` (its ``settings.json``);
+    otherwise it is emptied first.
 
     Each result is ``{"conditioning", "seed", "settings", **run(...)}``, written atomically to
     the run's ``result.json`` when the run ends. ``settings`` (plain data: everything that
     changes a run's outcome) is recorded there; a finished run recorded with other settings
-    raises :class:`ConfigError` rather than mixing two experiments in one table.
+    raises :class:`ConfigError` rather than mixing two experiments in one table, except for keys
+    the recorded settings lack whose value equals ``defaults`` (fields added to the library since).
+    ``only_finished``: run nothing, return the finished runs only.
     """
-    settings = _plain(settings)
+    settings, defaults = _plain(settings), _plain(defaults or {})
     results, skipped = [], 0
     bar = tqdm(specs, desc=desc, disable=not progress)
     for spec in bar:
         bar.set_postfix_str(f"{spec.conditioning}, seed {spec.seed}")
         folder = spec.folder(out)
-        result = finished_result(folder, settings)
+        result = finished_result(folder, settings, defaults)
         if result is not None:
             skipped += 1
+        elif only_finished:
+            continue
         else:
-            if folder.exists():
+            resume = resumable and (folder / "checkpoint.pt").is_file() and _started_with(folder, settings, defaults)
+            if folder.exists() and not resume:
                 shutil.rmtree(folder)  # left by a killed run: the trainer would append to its logs
+            if not folder.exists():
+                with atomic_write(folder / SETTINGS_FILE) as f:
+                    json.dump(settings, f, indent=1)
             result = _plain({"conditioning": spec.conditioning, "seed": spec.seed, "settings": settings,
                              **run(spec, folder, progress)})
             with atomic_write(folder / RESULT_FILE) as f:
@@ -129,21 +149,47 @@ def run_all(out: str | Path, specs: Sequence[RunSpec], settings: dict, run: RunF
     return results, skipped
 
 
-def finished_result(folder: str | Path, settings: dict) -> dict | None:
+def finished_result(folder: str | Path, settings: dict, defaults: dict | None = None) -> dict | None:
     """The result of the finished run in ``folder``, or ``None`` if it has not finished.
 
     Raises:
-        ConfigError: the run was made with settings other than ``settings``.
+        ConfigError: the run was made with settings other than ``settings`` (see :func:`run_all`
+            for ``defaults``).
     """
     path = Path(folder) / RESULT_FILE
     if not path.is_file():
         return None
     result = json.loads(path.read_text())
-    if result["settings"] != _plain(settings):
-        diff = "; ".join(_differences(result["settings"], _plain(settings))[:3])
+    current = _recorded_keys_only(result["settings"], _plain(settings), _plain(defaults or {}))
+    if result["settings"] != current:
+        diff = "; ".join(_differences(result["settings"], current)[:3])
         raise ConfigError(f"{folder} holds a finished run with other settings ({diff}): choose another --out, "
                           "or delete that folder to redo it")
     return result
+
+
+def _started_with(folder: Path, settings: dict, defaults: dict) -> bool:
+    path = folder / SETTINGS_FILE
+    try:
+        recorded = json.loads(path.read_text()) if path.is_file() else None
+    except json.JSONDecodeError:
+        return False
+    return recorded is not None and recorded == _recorded_keys_only(recorded, settings, defaults)
+
+
+def _recorded_keys_only(recorded, current, defaults):
+    """``current`` without the keys ``recorded`` lacks where they hold their ``defaults`` value
+    (settings added to the library after the run was recorded)."""
+    if not (isinstance(recorded, dict) and isinstance(current, dict)):
+        return current
+    defaults = defaults if isinstance(defaults, dict) else {}
+    out = {}
+    for k, v in current.items():
+        if k in recorded:
+            out[k] = _recorded_keys_only(recorded[k], v, defaults.get(k))
+        elif k not in defaults or v != defaults[k]:
+            out[k] = v  # a real difference: reported
+    return out
 
 
 def _plain(data):

@@ -38,6 +38,8 @@ Run: ``lgfn study mode_seeking`` or ``python tasks/mode_seeking.py``; ``--quick`
 """
 from __future__ import annotations
 
+import heapq
+import json
 import math
 import sys
 import time
@@ -51,6 +53,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..betas import BetaSampler
+from ..config import ConfigError
 from ..io import atomic_write, write_csv
 from ..metrics import ModeTracker, top_k_diversity, top_k_reward
 from ..policy import ModelConfig, TemperatureGFlowNet
@@ -65,7 +68,7 @@ NAME = "mode_seeking"
 
 # --quick: seconds, not minutes; the settings a smoke test needs and no more
 QUICK = ("task.max_fragments=3", "model.hidden=16", "model.num_layers=1", "model.heads=1", "train.steps=5",
-         "train.batch_size=8", "top_k=5", "seeds=[0]")
+         "train.batch_size=8", "top_k=5", "curve_every=1", "seeds=[0]")
 
 
 @dataclass
@@ -104,6 +107,7 @@ class ModeSeekingConfig(StudyRuns):
             same beta distribution as the other modes.
         mode_criteria: what counts as a mode.
         top_k: distinct molecules in the top-k reward and diversity (fewer if fewer were sampled).
+        curve_every: steps between the points of the top-k reward curve.
         conditionings, seeds, out, publish, threads: which runs, where (see :class:`StudyRuns`).
     """
 
@@ -114,26 +118,36 @@ class ModeSeekingConfig(StudyRuns):
     none_beta: float | None = 2.0
     mode_criteria: ModeCriteria = field(default_factory=ModeCriteria)
     top_k: int = 100
+    curve_every: int = 10
     out: str = f"runs/studies/{NAME}"
 
     def __post_init__(self):
         self.check_runs()
         if not self.train.sample_db:
             raise ValueError("train.sample_db must be true: the runs' samples are the study's raw data")
+        if self.curve_every < 1:
+            raise ValueError(f"curve_every must be >= 1, got {self.curve_every}")
         if self.top_k < 2:
             raise ValueError(f"top_k must be >= 2 (diversity needs a pair), got {self.top_k}")
 
 
 class ModeRecorder:
     """A :class:`~lgfn_graph.Trainer` callback: passes each step's sampled molecules to a
-    :class:`ModeTracker` and keeps the best reward of every distinct molecule (for top-k).
+    :class:`ModeTracker`, keeps the best reward of every distinct molecule (for top-k), and
+    every ``curve_every`` steps notes the top-``top_k`` mean reward (for the curve).
 
     Molecules without SMILES (invalid) count as trajectories but are never modes.
+
+    Attributes:
+        curve: ``[trajectories, modes, top-k mean reward]`` after every ``curve_every``-th step
+            (the top-k over the distinct molecules sampled so far, fewer while fewer exist).
     """
 
-    def __init__(self, criteria: ModeCriteria):
+    def __init__(self, criteria: ModeCriteria, top_k: int = 100, curve_every: int = 10):
         self.tracker = criteria.tracker()
         self.best: dict[str, float] = {}
+        self.top_k, self.curve_every = top_k, curve_every
+        self.curve: list[list[float]] = []
 
     def __call__(self, trainer: Trainer, batch, metrics: dict) -> None:
         n = batch.num_sampled
@@ -148,11 +162,16 @@ class ModeRecorder:
         for x, y in zip(s, r):
             if y > self.best.get(x, -math.inf):
                 self.best[x] = y
+        if len(self.tracker.history) % self.curve_every == 0:
+            top = heapq.nlargest(self.top_k, self.best.values())
+            self.curve.append([self.tracker.trajectories_seen, self.tracker.num_modes,
+                               sum(top) / len(top) if top else math.nan])
 
     @classmethod
-    def from_samples(cls, path: str | Path, criteria: ModeCriteria) -> "ModeRecorder":
-        """The recorder of a finished run, rebuilt from its ``samples.db``, step by step."""
-        rec = cls(criteria)
+    def from_samples(cls, path: str | Path, criteria: ModeCriteria, top_k: int = 100,
+                     curve_every: int = 10) -> "ModeRecorder":
+        """The recorder of a run (finished or not), rebuilt from its ``samples.db``, step by step."""
+        rec = cls(criteria, top_k, curve_every)
         with SampleDB(path) as db:
             rows = db.rows()
         for _, group in groupby(rows, key=lambda r: r["step"]):
@@ -170,28 +189,70 @@ class ModeRecorder:
                 "top_k_reward": top_k_reward(smiles, rewards, kk) if kk >= 1 else math.nan,
                 "top_k_diversity": top_k_diversity(smiles, rewards, kk) if kk >= 2 else math.nan}
 
+    def at_fractions(self, fractions: Sequence[float], steps: int) -> dict:
+        """``{"modes_found_at_25": ..., "top_k_reward_at_25": ..., ...}``: modes after the step
+        that ends each fraction of the ``steps`` budget, and the top-k reward of the last curve
+        point at or before it (NaN before the first point)."""
+        out = {}
+        for f in fractions:
+            step = max(1, round(f * steps))
+            points = [c for i, c in enumerate(self.curve) if (i + 1) * self.curve_every <= step]
+            modes = self.tracker.history[step - 1][1] if step <= len(self.tracker.history) else math.nan
+            out[f"modes_found_at_{100 * f:g}"] = modes
+            out[f"top_k_reward_at_{100 * f:g}"] = points[-1][2] if points else math.nan
+        return out
+
+
+class WallClock:
+    """A :class:`~lgfn_graph.Trainer` callback that adds up the seconds between steps and keeps
+    the total in ``wall.json`` in the run folder, so a resumed run reports all the time it took
+    (steps redone after a kill included)."""
+
+    def __init__(self, folder: Path):
+        self.path = Path(folder) / "wall.json"
+        self.seconds = json.loads(self.path.read_text())["seconds"] if self.path.is_file() else 0.0
+        self.last = time.perf_counter()
+
+    def __call__(self, trainer: Trainer, batch, metrics: dict) -> None:
+        now = time.perf_counter()
+        self.seconds += now - self.last
+        self.last = now
+        every = trainer.config.checkpoint_every
+        if every and trainer.step % every == 0 or trainer.step == trainer.config.steps:
+            with atomic_write(self.path) as f:
+                json.dump({"step": trainer.step, "seconds": self.seconds}, f)
+
 
 def train_run(cfg: ModeSeekingConfig, spec: RunSpec, folder: Path, progress: bool = True,
               callbacks: Sequence[Callback] = ()) -> dict:
     """Train one (mode, seed) run into ``folder`` and return its results: :meth:`ModeRecorder.summary`,
-    the modes' SMILES, ``history`` (``[trajectories, modes]`` after each step) and
-    ``wall_seconds`` (training, mode tracking included). ``callbacks`` go to the trainer too."""
+    :meth:`ModeRecorder.at_fractions`, the modes' SMILES, ``history`` (``[trajectories, modes]``
+    after each step), ``curve`` (see :class:`ModeRecorder`) and ``wall_seconds`` (training and
+    mode tracking). A ``checkpoint.pt`` in ``folder`` (a run killed midway) is resumed exactly,
+    the recorder rebuilt from the samples up to it. ``callbacks`` go to the trainer too."""
     env, reward = build_task(cfg.task)
     torch.manual_seed(spec.seed)
     gfn = TemperatureGFlowNet.build(env, replace(cfg.model, conditioning=spec.conditioning))
-    recorder = ModeRecorder(cfg.mode_criteria)
-    trainer = Trainer(env, gfn, reward, cfg.train_config(spec), folder, callbacks=[recorder, *callbacks])
-    t0 = time.perf_counter()
+    recorder = ModeRecorder(cfg.mode_criteria, cfg.top_k, cfg.curve_every)
+    clock = WallClock(folder)
+    trainer = Trainer(env, gfn, reward, cfg.train_config(spec), folder, callbacks=[recorder, clock, *callbacks])
+    if (folder / "checkpoint.pt").is_file():
+        trainer.load(folder / "checkpoint.pt")  # drops the samples past the checkpoint
+        rebuilt = ModeRecorder.from_samples(folder / "samples.db", cfg.mode_criteria, cfg.top_k, cfg.curve_every)
+        recorder.__dict__.update(rebuilt.__dict__)
+        if progress:
+            tqdm.write(f"{spec.conditioning}, seed {spec.seed}: resuming at step {trainer.step}")
     trainer.train(progress=progress)
-    wall = time.perf_counter() - t0
-    return {**recorder.summary(cfg.top_k), "wall_seconds": wall, "modes": recorder.tracker.modes,
-            "history": [list(h) for h in recorder.tracker.history]}
+    return {**recorder.summary(cfg.top_k), **recorder.at_fractions(FRACTIONS, cfg.train.steps),
+            "wall_seconds": clock.seconds, "modes": recorder.tracker.modes,
+            "history": [list(h) for h in recorder.tracker.history], "curve": recorder.curve}
 
 
 # -- the report -----------------------------------------------------------------------------------
+FRACTIONS = (0.25, 0.5, 1.0)  # of the step budget, where the table reads modes and top-k reward
 METRICS = (  # (result key, Markdown heading, decimals)
-    ("modes_found", "modes found", 1),
-    ("top_k_reward", "top-{k} reward", 3),
+    *((f"modes_found_at_{100 * f:g}", f"modes at {100 * f:g} %", 1) for f in FRACTIONS),
+    *((f"top_k_reward_at_{100 * f:g}", f"top-{{k}} reward at {100 * f:g} %", 3) for f in FRACTIONS),
     ("top_k_diversity", "top-{k} diversity", 3),
     ("unique_molecules", "distinct molecules", 0),
     ("max_reward", "best reward", 3),
@@ -205,6 +266,8 @@ def summarise(cfg: ModeSeekingConfig, results: Sequence[dict]) -> list[dict]:
     rows = []
     for c in cfg.conditionings:
         mine = [r for r in results if r["conditioning"] == c]
+        if not mine:  # --report-only before any run of this mode finished
+            continue
         row = {"conditioning": c, "seeds": len(mine), "trajectories": mine[0]["trajectories"]}
         for key, _, _ in METRICS:
             row[f"{key}_mean"], row[f"{key}_std"] = R.mean_std([r[key] for r in mine])
@@ -220,12 +283,15 @@ def write_report(cfg: ModeSeekingConfig, results: Sequence[dict], command: str) 
     write_csv(paths[1], rows)
     k = cfg.top_k
     header = ["mode"] + [h.format(k=k) for _, h, _ in METRICS]
-    body = [[_label(cfg, r["conditioning"])] + [R.cell(r[f"{key}_mean"], r[f"{key}_std"], d) for key, _, d in METRICS]
+    body = [[_label(cfg, r["conditioning"]) + _seeds_note(cfg, r)] + [R.cell(r[f"{key}_mean"], r[f"{key}_std"], d) for key, _, d in METRICS]
             for r in rows]
     t = cfg.train
+    replay = (f", of which {1 - t.replay_fraction:g} sampled and {t.replay_fraction:g} drawn from a {t.replay_priority}-"
+              f"prioritised replay buffer of {t.replay_capacity} once it holds a batch" if t.replay_capacity else "")
     text = (f"# Mode seeking on {cfg.task.name}\n\n{R.provenance(command)}\n\n"
-            f"{rows[0]['trajectories']} sampled trajectories per run ({t.steps} TB steps of batch {t.batch_size}, "
-            f"beta ~ {_beta_text(t.beta)} for the loss and exploration, epsilon {t.epsilon}, lr {t.lr}), "
+            f"{rows[0]['trajectories']} sampled trajectories per run ({t.steps} TB steps of batch {t.batch_size}"
+            f"{replay}; beta ~ {_beta_text(t.beta)} for the loss and exploration, rewards floored at "
+            f"{t.log_reward_floor:g}, epsilon {t.epsilon}, lr {t.lr}), "
             f"{cfg.model.num_layers}x{cfg.model.hidden} graph transformer; mean ± standard deviation over seeds "
             f"{', '.join(map(str, cfg.seeds))}. A mode: reward >= {cfg.mode_criteria.reward_threshold} x "
             f"{cfg.mode_criteria.reward_scale} and Tanimoto similarity < {cfg.mode_criteria.max_similarity} to "
@@ -238,20 +304,33 @@ def write_report(cfg: ModeSeekingConfig, results: Sequence[dict], command: str) 
 
 
 def plot_modes(cfg: ModeSeekingConfig, results: Sequence[dict], path: Path) -> None:
-    """Modes found against trajectories sampled: one line per mode, one standard deviation
-    over seeds shaded."""
+    """Modes found and top-k reward against trajectories sampled: one line per mode, one
+    standard deviation over seeds shaded."""
     plt = R.pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for c in cfg.conditionings:
-        hist = [np.asarray(r["history"], dtype=np.float64) for r in results if r["conditioning"] == c]
+        mine = [r for r in results if r["conditioning"] == c]
+        if not mine:
+            continue
+        hist = [np.asarray(r["history"], dtype=np.float64) for r in mine]
         n = min(len(h) for h in hist)
-        R.band(ax, hist[0][:n, 0], np.stack([h[:n, 1] for h in hist]), _label(cfg, c))
+        R.band(left, hist[0][:n, 0], np.stack([h[:n, 1] for h in hist]), _label(cfg, c))
+        curves = [np.asarray(r["curve"], dtype=np.float64).reshape(-1, 3) for r in mine]
+        n = min(len(h) for h in curves)
+        if n:
+            R.band(right, curves[0][:n, 0], np.stack([h[:n, 2] for h in curves]), _label(cfg, c))
     m = cfg.mode_criteria
-    ax.set(xlabel="trajectories sampled", ylabel="modes found",
-           title=f"{cfg.task.name}: modes (R >= {m.reward_threshold * m.reward_scale:.3g}, "
-                 f"Tanimoto < {m.max_similarity})")
-    ax.legend(fontsize=8)
+    left.set(xlabel="trajectories sampled", ylabel="modes found",
+             title=f"{cfg.task.name}: modes (R >= {m.reward_threshold * m.reward_scale:.3g}, "
+                   f"Tanimoto < {m.max_similarity})")
+    right.set(xlabel="trajectories sampled", ylabel=f"top-{cfg.top_k} mean reward",
+              title=f"{cfg.task.name}: top-{cfg.top_k} distinct molecules so far")
+    left.legend(fontsize=8)
     R.save_png(fig, path)
+
+
+def _seeds_note(cfg: ModeSeekingConfig, row: dict) -> str:
+    return "" if row["seeds"] == len(cfg.seeds) else f" ({row['seeds']} of {len(cfg.seeds)} seeds)"
 
 
 def _label(cfg: ModeSeekingConfig, conditioning: str) -> str:
@@ -275,7 +354,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = not args.no_progress
     specs = run_specs(cfg.conditionings, cfg.seeds)
     results, skipped = run_all(cfg.out, specs, cfg.settings(),
-                               lambda spec, folder, p: train_run(cfg, spec, folder, p), progress, NAME)
+                               lambda spec, folder, p: train_run(cfg, spec, folder, p), progress, NAME,
+                               resumable=True, defaults=cfg.default_settings(), only_finished=args.report_only)
+    if not results:
+        raise ConfigError(f"no finished runs in {cfg.out} to report")
     if skipped:
         tqdm.write(f"{skipped} of {len(specs)} runs had finished before and were skipped")
     paths = write_report(cfg, results, " ".join(["lgfn study", NAME, *argv]))
