@@ -14,6 +14,7 @@ from lgfn_graph.cli import main as lgfn
 from lgfn_graph.config import ConfigError
 from lgfn_graph.metrics import ModeTracker, canonical_smiles
 from lgfn_graph.sampledb import SampleDB
+from lgfn_graph.studies import beta_ranges as BR
 from lgfn_graph.studies import mode_seeking as MS
 from lgfn_graph.studies import offline_generalization as OG
 from lgfn_graph.studies._runs import RESULT_FILE, RunSpec
@@ -268,3 +269,94 @@ def test_a_setting_added_later_with_its_default_keeps_finished_runs(mode_study, 
     assert MS.main(argv) == 0
     with pytest.raises(ConfigError, match="train.epsilon: None -> 0.3"):
         MS.main(argv + ["train.epsilon=0.3"])
+
+
+# -- the seh_frag mode criterion ------------------------------------------------------------------
+def test_seh_mode_criterion_on_hand_made_molecules():
+    """R >= 0.875 and Tanimoto < 0.7 to every earlier mode (configs/studies/mode_seeking_seh.yaml),
+    on molecules whose similarities are checked here first, so the expectations are exact."""
+    from rdkit import DataStructs
+
+    from lgfn_graph.config import from_dict, read_yaml
+    from lgfn_graph.metrics import morgan_fingerprints
+
+    cfg = from_dict(MS.ModeSeekingConfig, read_yaml("configs/studies/mode_seeking_seh.yaml"))
+    a, a_twin, b, c = "CCCCCCCCCCCCO", "CCCCCCCCCCCCCO", "c1ccc2ccccc2c1", "O=C(O)c1ccncc1"
+    fa, ftwin, fb, fc = morgan_fingerprints([a, a_twin, b, c])
+    assert DataStructs.TanimotoSimilarity(fa, ftwin) >= 0.7  # a near-duplicate of a
+    assert max(DataStructs.BulkTanimotoSimilarity(fb, [fa, ftwin])) < 0.7
+    assert max(DataStructs.BulkTanimotoSimilarity(fc, [fa, ftwin, fb])) < 0.7
+    tracker = cfg.mode_criteria.tracker()
+    # b scores just below the threshold: not a mode, and it does not block a later similar one
+    tracker.update([b, a, a_twin], [0.8749, 0.875, 0.99], 3)
+    assert tracker.modes == [a]  # 0.875 counts (>=); the twin is too similar to a, however good
+    tracker.update([c, b], [0.9, 0.876], 4)
+    assert tracker.modes == [a, c, b] and tracker.history == [(3, 1), (7, 3)]
+
+
+def test_mode_counts_at_budget_fractions_read_the_history(mode_study):
+    out, _ = mode_study
+    for c in MODES:
+        r = json.loads((RunSpec(c, 0).folder(out) / RESULT_FILE).read_text())
+        history = r["history"]  # 5 steps
+        assert r["modes_found_at_100"] == r["modes_found"] == history[-1][1]
+        assert r["modes_found_at_50"] == history[2][1] and r["modes_found_at_25"] == history[1][1]  # ceil
+        assert len(r["curve"]) == 5 and r["top_k_reward_at_100"] == r["curve"][-1][2]
+
+
+# -- beta ranges ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ranges_study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("beta_ranges")
+    argv = ["--quick", "--out", str(out), "--no-progress"]
+    assert BR.main(argv) == 0
+    return out, argv
+
+
+def test_beta_ranges_report_rows_and_recorded_l1_is_the_trained_models(ranges_study):
+    out, _ = ranges_study
+    rows = _csv(out / "beta_ranges.csv")
+    assert [(float(r["range_high"]), r["conditioning"], int(r["step"])) for r in rows] == [
+        (h, c, s) for h in (4.0, 64.0) for c in MODES for s in (0, 3, 6)]
+    assert (out / "beta_ranges.png").read_bytes()[:8] == PNG
+    cfg = BR.BetaRangesConfig(task=TaskConfig(name="tiny_frag"))
+    task = BR.ExactTask.build(cfg.task, cfg.train.log_reward_floor)
+    for c in ("logit", "none"):
+        folder = RunSpec(c, 0).folder(out / "range_1_64")
+        result = json.loads((folder / RESULT_FILE).read_text())
+        gfn, env, state = L.load_model(folder / "checkpoint.pt")
+        assert state["step"] == 6 and result["betas"] == pytest.approx([1.0, 8.0, 64.0])
+        with torch.no_grad():
+            again = L.exact.l1_distance(gfn, env, task.space, task.log_reward, result["betas"]).tolist()
+        assert again == pytest.approx(result["l1"][-1], abs=1e-6)
+        assert result["grad_spread_end"] == pytest.approx(
+            math.log10(max(result["grad_medians_end"]) / min(result["grad_medians_end"])))
+
+
+def test_per_trajectory_gradient_norm_is_that_of_each_trajectory_alone():
+    """The norms of one batched computation equal those of each trajectory's loss on its own."""
+    cfg = BR.BetaRangesConfig(task=TaskConfig(name="tiny_frag"))
+    task = BR.ExactTask.build(cfg.task, cfg.train.log_reward_floor)
+    torch.manual_seed(0)
+    gfn = L.TemperatureGFlowNet.build(task.env, L.ModelConfig(hidden=16, num_layers=1, heads=1))
+    norms = BR.trajectory_grad_norms(gfn, task, cfg.train, 8.0, 3, torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        traj = L.sample_trajectories(gfn, task.env, torch.full((3,), 8.0), 0.0, torch.Generator().manual_seed(5))
+    log_r = torch.log(task.reward([task.env.to_mol(traj.terminal, i) for i in range(3)]))
+    for i in range(3):
+        gfn.zero_grad()
+        loss = L.trainer.Objective(gfn, task.env, cfg.train)(traj, log_r, torch.full((3,), 8.0))[i]
+        loss.backward()
+        brute = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in BR.policy_parameters(gfn) if p.grad is not None))
+        assert float(norms[i]) == pytest.approx(float(brute), rel=1e-4)
+    assert not {id(p) for p in BR.policy_parameters(gfn)} & {id(p) for p in gfn.log_z.parameters()}
+
+
+def test_table_reward_answers_like_the_reward():
+    env, reward = build_task(TaskConfig(name="tiny_frag"))
+    task = BR.ExactTask.build(TaskConfig(name="tiny_frag"), 1e-8)
+    mols = [env.to_mol(task.space.states, int(i)) for i in task.space.terminal.nonzero().flatten()[:20]]
+    torch.testing.assert_close(task.reward(mols), reward(mols))
+    from rdkit import Chem
+    new = [Chem.MolFromSmiles("CCCCCCO")]  # not a tiny_frag molecule: asks the real reward
+    torch.testing.assert_close(task.reward(new), reward(new))

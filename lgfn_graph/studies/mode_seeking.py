@@ -195,7 +195,7 @@ class ModeRecorder:
         point at or before it (NaN before the first point)."""
         out = {}
         for f in fractions:
-            step = max(1, round(f * steps))
+            step = max(1, math.ceil(f * steps))  # the first step at or past the fraction
             points = [c for i, c in enumerate(self.curve) if (i + 1) * self.curve_every <= step]
             modes = self.tracker.history[step - 1][1] if step <= len(self.tracker.history) else math.nan
             out[f"modes_found_at_{100 * f:g}"] = modes
