@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 
 from ..betas import BetaSampler, check_beta
 from ..buffer import ReplayBuffer
-from ..config import to_dict
+from ..config import ConfigError, to_dict
 from ..evaluate import sample_molecules
 from ..io import atomic_write, write_csv
 from ..metrics import correlations, log_likelihood, temperature_response
@@ -337,7 +337,8 @@ def write_report(cfg: OfflineGeneralizationConfig, results: Sequence[dict], data
         f"{cfg.eval.samples} molecules sampled. Mean ± standard deviation over seeds "
         f"{', '.join(map(str, cfg.seeds))}."]
     for key, heading, d in METRICS:
-        body = [[c] + [R.cell(r[f"{key}_mean"], r[f"{key}_std"], d) for r in rows if r["conditioning"] == c]
+        body = [[c + _seeds_note(cfg, results, c)] + [R.cell(r[f"{key}_mean"], r[f"{key}_std"], d)
+                                                     for r in rows if r["conditioning"] == c]
                 for c in cfg.conditionings]
         parts.append(f"## {heading.format(k=cfg.eval.top_k)}\n\n" + R.markdown_table(["mode", *cols], body))
     timing = [[c] + [R.cell(*R.mean_std([r[k] for r in results if r["conditioning"] == c]), 1)
@@ -347,6 +348,11 @@ def write_report(cfg: OfflineGeneralizationConfig, results: Sequence[dict], data
         f.write("\n\n".join(parts) + "\n")
     plot_metrics(cfg, results, paths[2])
     return paths
+
+
+def _seeds_note(cfg: OfflineGeneralizationConfig, results: Sequence[dict], c: str) -> str:
+    n = sum(r["conditioning"] == c for r in results)
+    return "" if n == len(cfg.seeds) else f" ({n} of {len(cfg.seeds)} seeds)"
 
 
 def plot_metrics(cfg: OfflineGeneralizationConfig, results: Sequence[dict], path: Path) -> None:
@@ -380,7 +386,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = dataset_for(cfg, env, reward)
     specs = run_specs(cfg.conditionings, cfg.seeds)
     results, skipped = run_all(cfg.out, specs, cfg.settings(),
-                               lambda spec, folder, p: train_run(cfg, data, spec, folder, p), progress, NAME)
+                               lambda spec, folder, p: train_run(cfg, data, spec, folder, p), progress, NAME,
+                               defaults=cfg.default_settings(), only_finished=args.report_only)
+    if not results:
+        raise ConfigError(f"no finished runs in {cfg.out} to report")
+    # --report-only before every mode has a finished run: report the modes that have one
+    done = [c for c in cfg.conditionings if any(r["conditioning"] == c for r in results)]
+    cfg = replace(cfg, conditionings=done)
     if skipped:
         tqdm.write(f"{skipped} of {len(specs)} runs had finished before and were skipped")
     paths = write_report(cfg, results, data, " ".join(["lgfn study", NAME, *argv]))
