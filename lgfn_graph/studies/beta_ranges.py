@@ -320,16 +320,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(cfg.threads)
     progress = not args.no_progress
     task = ExactTask.build(cfg.task, cfg.train.log_reward_floor)
-    specs = run_specs(cfg.conditionings, cfg.seeds)
-    by_range, skipped = {}, 0
-    for high in cfg.ranges:
-        results, n = run_all(Path(cfg.out) / f"range_1_{high:g}", specs, {**cfg.settings(), "range_high": high},
-                             lambda spec, folder, p, h=high: train_run(cfg, task, h, spec, folder, p), progress,
-                             f"{NAME} [1, {high:g}]", defaults={**cfg.default_settings(), "range_high": high},
-                             only_finished=args.report_only)
-        skipped += n
-        if results:
-            by_range[high] = results
+    by_range, skipped = {high: [] for high in cfg.ranges}, 0
+    # seed by seed, every range within a seed: a study stopped early has compared every mode
+    # over every range on its first seeds
+    for seed in cfg.seeds:
+        for high in cfg.ranges:
+            results, n = run_all(Path(cfg.out) / f"range_1_{high:g}", run_specs(cfg.conditionings, [seed]),
+                                 {**cfg.settings(), "range_high": high},
+                                 lambda spec, folder, p, h=high: train_run(cfg, task, h, spec, folder, p), progress,
+                                 f"{NAME} [1, {high:g}] seed {seed}",
+                                 defaults={**cfg.default_settings(), "range_high": high},
+                                 only_finished=args.report_only)
+            skipped += n
+            by_range[high] += results
+    by_range = {high: results for high, results in by_range.items() if results}
     if not by_range:
         raise ConfigError(f"no finished runs in {cfg.out} to report")
     if skipped:
