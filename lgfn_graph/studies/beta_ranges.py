@@ -59,6 +59,7 @@ from ._cli import study_config, study_parser
 from ._runs import RunSpec, StudyRuns, run_all, run_specs
 
 NAME = "beta_ranges"
+GRAD_FLOOR = 1e-12  # the smallest gradient norm the spread tells apart from zero
 
 QUICK = ("model.hidden=16", "model.num_layers=1", "model.heads=1", "train.steps=6", "train.batch_size=8",
          "checkpoints=[3,6]", "ranges=[4,64]", "eval_betas=3", "grad_trajectories=2", "seeds=[0]")
@@ -185,10 +186,11 @@ def trajectory_grad_norms(gfn: TemperatureGFlowNet, task: ExactTask, config: Tra
 
 def grad_norm_spread(gfn, task: ExactTask, config: TrainConfig, betas: Sequence[float], n: int,
                      seed: int) -> tuple[float, list[float]]:
-    """``(log10(max / min) of the median gradient norm over betas, the medians)``."""
+    """``(log10(max / min) of the median gradient norm over betas, the medians)``; a median of 0
+    (a policy saturated at some beta: no gradient at all) counts as :data:`GRAD_FLOOR`."""
     g = torch.Generator().manual_seed(seed)
     medians = [float(trajectory_grad_norms(gfn, task, config, b, n, g).median()) for b in betas]
-    return math.log10(max(medians) / min(medians)), medians
+    return math.log10(max(max(medians), GRAD_FLOOR) / max(min(medians), GRAD_FLOOR)), medians
 
 
 def train_run(cfg: BetaRangesConfig, task: ExactTask, high: float, spec: RunSpec, folder: Path,
