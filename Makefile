@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 run: setup
-	$(PY) tasks/qed_frag.py --out $(OUT)
+	$(PY) tasks/qed_frag.py --out $(OUT) --resume-or-start
 
 test: setup
 	$(PY) -m pytest

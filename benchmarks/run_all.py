@@ -1,7 +1,7 @@
 """Run every benchmark at its default size and index the reports (what ``make bench`` does).
 
-Runs ``train_step.py`` (with QED x SA, then with the sEH proxy), ``scaling.py``, ``stress.py`` and
-``exact_l1.py`` one after another,
+Runs ``train_step.py`` (with QED x SA, then with the sEH proxy), ``scaling.py``, ``backbones.py``,
+``stress.py`` and ``exact_l1.py`` one after another,
 each in its own process (so that one's memory does not count in another's RSS), writing their
 reports into ``--out``, then ``README.md`` there: the machine, the date, a line per benchmark
 (status, wall time, link) and every report in full. Exits with status 1 if any benchmark failed.
@@ -48,6 +48,7 @@ BENCHMARKS = [
               ("--reward", "seh", "--modes", "logit,none", "--steps", "2", "--warmup", "1", "--batch-size", "8",
                "--out", "{out}/train_step_seh.md"), "train_step_seh.md"),
     Benchmark("scaling.py", ("--out", "{out}"), ("--quick", "--out", "{out}"), "scaling.md"),
+    Benchmark("backbones.py", ("--out", "{out}"), ("--quick", "--out", "{out}"), "backbones.md"),
     Benchmark("stress.py", ("--conditioning", "logit,layer,logit+layer,none", "--out", "{out}"),
               ("--quick", "--out", "{out}"), "stress.md"),
     Benchmark("exact_l1.py", ("--seeds", "2", "--out", "{out}"), ("--steps", "20", "--workers", "1", "--out", "{out}"),

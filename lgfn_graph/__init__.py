@@ -15,12 +15,13 @@ from .policy import BackwardPolicy, ModelConfig, Policy, StateFlow, TemperatureG
 from .metrics import ModeTracker, correlations, log_likelihood, temperature_response, top_k_diversity, top_k_reward
 from .rewards import (QED, LogP, MolecularWeightWindow, Product, RewardError, RewardFn, RewardResult, SmilesReward,
                       SyntheticAccessibility, WeightedSum, Window, log_reward, qed_sa, score_molecules)
+from .runfolder import RunFolderBusy, RunFolderError, RunFolderLock
 from .sampledb import SampleDB
 from .sampler import (Replay, Trajectories, replay, sample_and_evaluate, sample_backward_trajectories,
                       sample_trajectories)
 from .seh_proxy import SEHProxy, SEHProxyError, SEHReward, WeightsUnavailableError, load_seh_proxy
 from .task import TASKS, TaskConfig, build_task
-from .trainer import Objective, TrainConfig, Trainer
+from .trainer import Objective, TrainConfig, Trainer, TrainingInterrupted
 
 __version__ = "0.1.0"
 
@@ -32,12 +33,13 @@ __all__ = [
     "load_config", "load_model", "load_seh_proxy", "log_likelihood", "log_reward", "LogitScaler", "LogP", "LogZ",
     "metrics", "ModelConfig", "ModeTracker", "MolecularWeightWindow", "MoleculeDataset", "Objective", "OBJECTIVES",
     "Policy", "Product", "QED", "qed_sa", "read_molecule_csv", "Replay", "replay", "ReplayBuffer", "RewardError",
-    "RewardFn", "RewardResult", "RowIssue", "RunConfig", "sample_and_evaluate", "sample_backward_trajectories", "sample_molecules",
+    "RewardFn", "RewardResult", "RowIssue", "RunConfig", "RunFolderBusy", "RunFolderError", "RunFolderLock",
+    "sample_and_evaluate", "sample_backward_trajectories", "sample_molecules",
     "sample_trajectories", "SampleDB", "save_checkpoint", "score_molecules", "SEHProxy", "SEHProxyError",
     "SEHReward", "SmilesReward", "StateFlow", "subtrajectory_balance", "SyntheticAccessibility", "TaskConfig",
     "TASKS", "temperature_response", "temperature_sweep", "TemperatureGFlowNet", "to_dict", "top_k_diversity",
-    "top_k_reward", "TrainConfig", "Trainer", "Trajectories", "trajectory_balance", "WeightedSum",
-    "WeightsUnavailableError", "Window",
+    "top_k_reward", "TrainConfig", "Trainer", "TrainingInterrupted", "Trajectories", "trajectory_balance",
+    "WeightedSum", "WeightsUnavailableError", "Window",
 ]
 
 

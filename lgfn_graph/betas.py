@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .checks import FieldError, check_choice, check_real, is_number
+
 BETA_DISTRIBUTIONS = ("constant", "uniform", "log_uniform", "exp_uniform", "normal", "gamma", "annealing",
                       "inverse_annealing")
 
@@ -40,11 +42,14 @@ class BetaSampler:
       ``"inverse_annealing"`` slides it from the high end to the low end.
 
     Args:
-        low, high: the range (finite, > 0, ``low <= high``).
+        low, high: the range (finite in float32, > 0, ``low <= high``).
         kind: one of the above.
-        mean, std: of ``"normal"`` (``mean`` defaults to the middle of the range).
-        shape, scale: of ``"gamma"``.
+        mean, std: of ``"normal"`` (``mean``: finite, defaults to the middle of the range;
+            ``std`` finite and > 0).
+        shape, scale: of ``"gamma"`` (finite and > 0).
         window: the annealing window's fraction of the range, in ``(0, 1]``.
+
+    Every field is checked at construction, whatever the kind (:class:`~lgfn_graph.checks.FieldError`).
     """
 
     low: float = 1.0
@@ -57,22 +62,29 @@ class BetaSampler:
     window: float = 0.25
 
     def __post_init__(self):
-        if self.kind not in BETA_DISTRIBUTIONS:
-            raise ValueError(f"BetaSampler kind must be one of {BETA_DISTRIBUTIONS}, got {self.kind!r}")
+        check_choice(self, "kind", BETA_DISTRIBUTIONS)
+        # betas are drawn as float32 tensors: a larger bound would be infinite
+        check_real(self, "low", 0, low_open=True, float32=True)
         if self.kind == "constant":
             self.high = self.low
-        check_beta([self.low, self.high], "BetaSampler low/high")
+        check_real(self, "high", 0, low_open=True, float32=True)
         if self.low > self.high:
-            raise ValueError(f"BetaSampler: low ({self.low}) > high ({self.high})")
+            raise FieldError(self, "low", f"must be <= high ({self.high}), got {self.low}")
+        check_real(self, "mean", optional=True)
         for name in ("std", "shape", "scale"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"BetaSampler {name} must be > 0, got {getattr(self, name)}")
-        if not 0 < self.window <= 1:
-            raise ValueError(f"BetaSampler window must lie in (0, 1], got {self.window}")
+            check_real(self, name, 0, low_open=True)
+        check_real(self, "window", 0, 1, low_open=True)
 
     @classmethod
     def constant(cls, beta: float) -> "BetaSampler":
+        """Always ``beta``."""
         return cls(beta, beta, "constant")
+
+    @classmethod
+    def from_number(cls, beta: float) -> "BetaSampler":
+        """What a plain number means where a sampler is expected (``TrainConfig(beta=4)``,
+        ``train.beta=4`` in a config file or override): the constant sampler at it."""
+        return cls.constant(beta)
 
     def sample(self, n: int, generator: torch.Generator | None = None, progress: float = 0.0) -> Tensor:
         """``[n]`` betas in ``[low, high]``. ``progress`` in ``[0, 1]`` moves the annealing window."""
@@ -102,3 +114,19 @@ class BetaSampler:
             start = lo + p * (hi - lo - width)
             b = start + width * u
         return b.clamp(lo, hi).float()
+
+
+def check_sampler(obj, name: str, *, optional: bool = False) -> None:
+    """``obj.name`` must be a :class:`BetaSampler` or a number ``b``, stored as
+    ``BetaSampler.from_number(b)`` (or ``None`` if ``optional``); errors name ``obj.name``."""
+    value = getattr(obj, name)
+    if optional and value is None:
+        return
+    if is_number(value):
+        try:
+            value = BetaSampler.from_number(value)
+        except FieldError as e:
+            raise FieldError(obj, name, e.problem) from None
+    if not isinstance(value, BetaSampler):
+        raise FieldError(obj, name, f"must be a BetaSampler or a number{' or None' if optional else ''}, got {value!r}")
+    setattr(obj, name, value)

@@ -5,6 +5,7 @@ import hashlib
 import io
 import pickle
 import zipfile
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -146,10 +147,18 @@ def check_same_task(path: str | Path, state: dict, gfn: TemperatureGFlowNet, env
     if state["env"] != env_spec(env):
         raise CheckpointError(f"{path}: checkpoint is from another task (environment {_brief(state['env'])}, "
                               f"this run has {_brief(env_spec(env))})")
-    if state["model_config"] != gfn.config_dict():
-        diff = sorted(k for k in set(state["model_config"]) | set(gfn.config_dict())
-                      if state["model_config"].get(k) != gfn.config_dict().get(k))
+    saved = saved_model_config(state)
+    if saved != gfn.config_dict():
+        diff = sorted(k for k in set(saved) | set(gfn.config_dict()) if saved.get(k) != gfn.config_dict().get(k))
         raise CheckpointError(f"{path}: checkpoint has another model configuration (differs in {diff})")
+
+
+def saved_model_config(state: dict) -> dict:
+    """The checkpoint's model config, with fields added since it was written (``backbone``,
+    ``backbone_kwargs``) at their defaults: the model it describes. ``{}`` (a model built by
+    hand, without a config) stays ``{}``."""
+    saved = state["model_config"]
+    return {**asdict(ModelConfig()), **saved} if saved else saved
 
 
 def _brief(spec: dict) -> str:
@@ -163,9 +172,29 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Te
     ``(gfn, env, state)``."""
     state = load_checkpoint(path)
     env = env_from_spec(state["env"])
-    gfn = TemperatureGFlowNet.build(env, ModelConfig(**state["model_config"]))
     try:
-        gfn.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit the model it describes: {e}") from None
+        config = ModelConfig(**state["model_config"])
+    except (TypeError, ValueError) as e:
+        # e.g. an import-path backbone that this environment cannot import: the message names it
+        raise CheckpointError(f"{path}: cannot rebuild the model it describes: {e}") from None
+    gfn = TemperatureGFlowNet.build(env, config)
+    misfit = _misfit(gfn.state_dict(), state["model"])
+    if misfit:
+        hint = "" if state["model_config"] else (" (it was saved from a model built by hand: name its backbone in "
+                                                 "ModelConfig.backbone to make it rebuildable, or build it and "
+                                                 "load_state_dict(load_checkpoint(path)['model']))")
+        raise CheckpointError(f"{path}: weights do not fit the model it describes: {misfit}{hint}")
+    gfn.load_state_dict(state["model"])
     return gfn.to(device), env, state
+
+
+def _misfit(model: dict, saved: dict) -> str:
+    """How the ``saved`` state dict fails to fit the ``model``'s, in one line ("" if it fits):
+    counts of missing, unexpected and wrongly shaped tensors, with the first of each."""
+    missing = [k for k in model if k not in saved]
+    unexpected = [k for k in saved if k not in model]
+    shapes = [f"{k} {tuple(saved[k].shape)} vs {tuple(model[k].shape)}" for k in model
+              if k in saved and isinstance(saved[k], torch.Tensor) and saved[k].shape != model[k].shape]
+    return "; ".join(f"{len(keys)} {what} (first: {keys[0]})"
+                     for what, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes))
+                     if keys)

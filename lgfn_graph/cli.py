@@ -1,25 +1,30 @@
 """The lgfn command: train a temperature-conditional GFlowNet, sample it, sweep beta, run studies.
 
-Errors a user can cause (a missing file, a bad beta, an unknown configuration key) print one
-line to stderr and exit with status 2; Ctrl-C exits with 130 (training saves a checkpoint
-first); anything else is a bug and keeps its traceback.
+Errors a user can cause (a missing file, a bad beta, an unknown configuration key, an output
+folder another process trains in, a full disk or an unwritable folder) print one line to stderr
+and exit with status 2. SIGINT (Ctrl-C), SIGTERM and SIGHUP exit with 128 + the signal's number
+(130, 143, 129), training saving a checkpoint first; anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import importlib
 import pkgutil
+import signal
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from .checkpoint import CheckpointError, load_model
-from .config import ConfigError, from_dict, load_config
+from .config import ConfigError, RunConfig, _merge, apply_override, from_dict, load_config, read_yaml
 from .evaluate import sample_molecules, temperature_sweep
 from .fragments import FragmentLibraryError
 from .io import atomic_write, write_csv
+from .nn import BackboneContractError, BackboneError
 from .run import format_summary, parse_betas, train_and_sweep
+from .runfolder import RunFolderError
 from .seh_proxy import SEHProxyError, WeightsUnavailableError
 from .task import TASKS, TaskConfig, build_reward
 
@@ -30,7 +35,13 @@ class UsageError(Exception):
     """The command line itself is wrong (argparse's complaint, kept to one line)."""
 
 
-USER_ERRORS = (UsageError, ConfigError, CheckpointError, FragmentLibraryError, SEHProxyError, WeightsUnavailableError)
+USER_ERRORS = (UsageError, ConfigError, CheckpointError, FragmentLibraryError, SEHProxyError, WeightsUnavailableError,
+               RunFolderError, BackboneError, BackboneContractError)
+
+# the file system refusing a write (a full disk, no permission, a file where a folder should be):
+# the user's to fix, not a bug
+FILE_SYSTEM_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR,
+                      errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.EIO, errno.ENOLCK}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,12 +59,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         return args.command(args)
     except USER_ERRORS as e:
-        print(f"lgfn: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
+        return _error(str(e))
+    except OSError as e:
+        if e.errno not in FILE_SYSTEM_ERRORS:
+            raise
+        # written atomically, the files finished before (the last checkpoint) are intact
+        return _error(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}")
     except KeyboardInterrupt as e:
-        # the trainer saves a checkpoint before it lets Ctrl-C through
+        # the trainer saves a checkpoint before it lets a first signal through (TrainingInterrupted)
         print(f"lgfn: interrupted{': ' if str(e) else ''}{e}", file=sys.stderr)
-        return 130
+        return 128 + getattr(e, "signum", signal.SIGINT)
+
+
+def _error(message: str) -> int:
+    print(f"lgfn: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,11 +85,25 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train as the YAML config and key=value overrides say (e.g. train.steps=100 "
                                    "model.conditioning=layer train.beta.high=64), write checkpoint.pt, "
                                    "metrics.jsonl and config.yaml into the output folder, then sample at each "
-                                   "of eval.betas.")
-    t.add_argument("--config", help="YAML run configuration (default: the built-in one, task qed_frag)")
+                                   "of eval.betas. The folder is locked while training: a second process there "
+                                   "is refused. SIGINT (Ctrl-C), SIGTERM and SIGHUP finish the step, save a "
+                                   "checkpoint and exit; a second signal exits at once.",
+                       epilog="exit status: 0 done; 2 a user error, on one line (bad config, folder in use, "
+                              "nothing to resume, a change a resume refuses, a full disk or unwritable folder: "
+                              "the last checkpoint stays valid); 128 + N stopped by signal N: 130 SIGINT, "
+                              "143 SIGTERM, 129 SIGHUP.")
+    t.add_argument("--config", help="YAML run configuration (default: the built-in one, task qed_frag; with "
+                                    "--resume, applied on top of the run's own config.yaml)")
     t.add_argument("--out", help="output folder (overrides the config's out)")
-    t.add_argument("--resume", action="store_true",
-                   help="continue the training whose checkpoint.pt is in the output folder, up to train.steps")
+    again = t.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the run whose checkpoint.pt is in the output folder, exactly, up to "
+                            "train.steps; its config.yaml is the base config. Only train.steps, "
+                            "train.checkpoint_every, train.device, train.tensorboard and eval.* may change. "
+                            "A folder without a checkpoint is an error")
+    again.add_argument("--resume-or-start", action="store_true",
+                       help="--resume if the output folder holds a checkpoint, else start the run there (for a "
+                            "command a scheduler reruns after preempting it)")
     t.add_argument("--device", help="where the model trains: cpu, cuda or cuda:K (overrides train.device; under "
                                     "torchrun, cuda is each process's own GPU)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -154,10 +188,17 @@ def train(args: argparse.Namespace) -> int:
     if args.out is not None:
         cfg.out = args.out
     checkpoint = Path(cfg.out) / "checkpoint.pt"
-    if checkpoint.exists() and not args.resume:
+    if args.resume and not checkpoint.is_file():
+        # most likely a mistyped folder: training from scratch would hide it
+        raise UsageError(f"--resume: no checkpoint to resume in {cfg.out} (is the folder right? to start a run "
+                         "there when it has none, pass --resume-or-start)")
+    resume = checkpoint.is_file() and (args.resume or args.resume_or_start)
+    if checkpoint.exists() and not resume:
         # training afresh would overwrite it and append a second run to metrics.jsonl
         raise UsageError(f"{checkpoint} exists: pass --resume to continue it, or choose another --out")
-    train_and_sweep(cfg, resume=args.resume, progress=not args.no_progress)
+    if resume:
+        cfg = _resumed_config(Path(cfg.out), args.config, overrides)
+    train_and_sweep(cfg, resume=resume, progress=not args.no_progress)
     return 0
 
 
@@ -194,6 +235,23 @@ def study(args: argparse.Namespace) -> int:
 
 
 # -- helpers -------------------------------------------------------------------------------------------
+def _resumed_config(folder: Path, config: str | None, overrides: list[str]) -> RunConfig:
+    """The configuration of a resumed run: the run folder's own ``config.yaml``, then the
+    sections of ``config`` and the overrides on top; its ``out`` is ``folder``."""
+    base = folder / "config.yaml"
+    data = read_yaml(base) if base.is_file() else {}
+    if config is not None:
+        data = _merge(data, read_yaml(config))
+    for override in overrides:
+        data = apply_override(data, RunConfig, override)
+    try:
+        cfg = from_dict(RunConfig, data)
+    except ConfigError as e:
+        raise ConfigError(f"{base} with --config and overrides on top: {e}") from None
+    cfg.out = str(folder)
+    return cfg
+
+
 def _task_config(args: argparse.Namespace, state: dict) -> TaskConfig:
     """The task whose reward scores a checkpoint's samples: ``--task``, ``--config``, or the run
     configuration recorded in the checkpoint."""

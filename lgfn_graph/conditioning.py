@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 ENCODINGS = ("raw", "log", "thermometer", "fourier")
+SCALERS = ("positive", "unconstrained")
 
 
 class BetaEncoding(nn.Module):
@@ -82,8 +83,8 @@ class LogitScaler(nn.Module):
 
     def __init__(self, kind: str = "positive", hidden: int = 32, encoding: BetaEncoding | None = None):
         super().__init__()
-        if kind not in ("positive", "unconstrained"):
-            raise ValueError(f"LogitScaler kind must be 'positive' or 'unconstrained', got {kind!r}")
+        if kind not in SCALERS:
+            raise ValueError(f"LogitScaler kind must be one of {SCALERS}, got {kind!r}")
         self.kind = kind
         self.mlp = beta_mlp(encoding or BetaEncoding(), hidden, 1)
         if kind == "positive":

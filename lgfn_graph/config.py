@@ -3,7 +3,8 @@
 A run is one :class:`RunConfig`; its sections are the library's own config dataclasses
 (:class:`TaskConfig`, :class:`ModelConfig`, :class:`TrainConfig`) and :class:`EvalConfig`.
 :func:`from_dict` builds any such (nested) dataclass from plain data, checking every key and
-type against the annotations, so a typo fails before anything runs and says where it is.
+type against the annotations, and each dataclass checks the range of every value it is given
+(:mod:`lgfn_graph.checks`), so a typo or a bad value fails before anything runs and says where.
 """
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence, TypeVar, Union
+from typing import Any, Callable, Sequence, TypeVar, Union
 
 import yaml
 
-from .betas import check_beta
+from .checks import SEED_MAX, FieldError, check_int, check_path, check_reals
 from .io import atomic_write
 from .policy import ModelConfig
 from .task import TaskConfig
@@ -36,9 +37,9 @@ class EvalConfig:
     """The temperature sweep after training.
 
     Args:
-        betas: the betas to sample at (each finite and > 0).
-        n: molecules sampled per beta.
-        seed: of the sampling.
+        betas: the betas to sample at (each finite and > 0; a single number is a list of one).
+        n: molecules sampled per beta, >= 1.
+        seed: of the sampling, in ``[0, 2**63 - 1]``.
     """
 
     betas: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0])
@@ -46,11 +47,9 @@ class EvalConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if not self.betas:
-            raise ValueError("betas is empty")
-        check_beta(self.betas, "betas")
-        if self.n < 1:
-            raise ValueError(f"n must be >= 1, got {self.n}")
+        check_reals(self, "betas", 0, low_open=True, float32=True)
+        check_int(self, "n", 1)
+        check_int(self, "seed", 0, SEED_MAX)
 
 
 @dataclass
@@ -62,7 +61,7 @@ class RunConfig:
 
     Args:
         task, model, train, eval: the sections.
-        out: the output folder (``None``: ``runs/<task name>``).
+        out: the output folder, a non-empty path (``None``: ``runs/<task name>``).
     """
 
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -72,6 +71,10 @@ class RunConfig:
     out: str | None = None
 
     def __post_init__(self):
+        for name, cls in (("task", TaskConfig), ("model", ModelConfig), ("train", TrainConfig), ("eval", EvalConfig)):
+            if not isinstance(getattr(self, name), cls):
+                raise FieldError(self, name, f"must be a {cls.__name__}, got {getattr(self, name)!r}")
+        check_path(self, "out")
         if self.out is None:
             self.out = f"runs/{self.task.name}"
 
@@ -82,22 +85,26 @@ def from_dict(cls: type[T], data: Any, path: str = "") -> T:
 
     Keys missing from ``data`` keep their defaults. A nested dataclass given as a dict starts
     from the field's default, so ``{"train": {"beta": {"high": 64}}}`` moves only the top of
-    the default beta range. Numbers become ``float`` where a float is expected (and strings
-    such as ``"1e-3"``, which YAML leaves as text, too); a comma-separated string fills a list.
+    the default beta range; one with a ``from_number`` classmethod also reads a number
+    (``{"train": {"beta": 4}}`` is :meth:`BetaSampler.from_number`, the constant 4). Numbers
+    become ``float`` where a float is expected (and strings such as ``"1e-3"``, which YAML
+    leaves as text, too); a comma-separated string or a single value fills a list.
 
     Args:
         cls: a dataclass whose fields are annotated ``int``, ``float``, ``str``, ``bool``,
-            ``list[...]``, a dataclass, or any of these ``| None``.
+            ``list[...]``, ``dict[...]`` (a mapping passed as it is, for the dataclass to
+            check), a dataclass, or any of these ``| None``.
         data: the values, e.g. a parsed YAML file.
         path: the dotted key of ``data`` itself, used in error messages.
 
     Raises:
         ConfigError: naming the full dotted key, for an unknown key (with the closest valid
             one), a missing required key, a value of the wrong type, or a value that ``cls``
-            rejects.
+            rejects (``'train.lr' must be finite and > 0, got -1.0``).
     """
     if not isinstance(data, dict):
-        raise ConfigError(f"{_where(path)} must be a mapping of keys to values, got {_show(data)}")
+        what = "a number or a mapping" if hasattr(cls, "from_number") else "a mapping"
+        raise ConfigError(f"{_where(path)} must be {what} of keys to values, got {_show(data)}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
     for key in data:
@@ -108,8 +115,17 @@ def from_dict(cls: type[T], data: Any, path: str = "") -> T:
         raise ConfigError(f"missing key {_join(path, missing[0])!r}")
     kwargs = {name: _coerce(value, hints[name], _join(path, name), _default(fields[name]))
               for name, value in data.items()}
+    return _build(lambda: cls(**kwargs), path)
+
+
+def _build(make: Callable[[], T], path: str, whole: bool = False) -> T:
+    """``make()``, with a ``ValueError`` raised as a :class:`ConfigError` naming ``path``: the
+    dotted key of the field at fault when ``make`` builds the dataclass at ``path``, ``path``
+    itself when the value there is ``whole`` (a number read by ``from_number``)."""
     try:
-        return cls(**kwargs)
+        return make()
+    except FieldError as e:
+        raise ConfigError(f"{(path if whole else _join(path, e.field))!r} {e.problem}") from None
     except ValueError as e:
         raise ConfigError(f"{_where(path)}: {e}") from None
 
@@ -120,6 +136,8 @@ def to_dict(obj: Any) -> Any:
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
     return obj
 
 
@@ -135,12 +153,22 @@ def _coerce(value: Any, tp: Any, path: str, default: Any = dataclasses.MISSING, 
             return None
         return _coerce(value, inner[0], path, default, expected)
     if dataclasses.is_dataclass(tp):
+        number = _scalar(value, float, path) if hasattr(tp, "from_number") else dataclasses.MISSING
+        if number is not dataclasses.MISSING:
+            return _build(lambda: tp.from_number(number), path, whole=True)
         if isinstance(value, dict) and dataclasses.is_dataclass(default):
             value = _merge(to_dict(default), value)
         return from_dict(tp, value, path)
+    if tp is dict or origin is dict:
+        # a free-form mapping (``ModelConfig.backbone_kwargs``): its owner checks keys and values
+        if not isinstance(value, dict) and value is not None:
+            raise ConfigError(f"{path!r} must be {expected}, got {_show(value)}")
+        return value
     if origin is list:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",")]
+        if not isinstance(value, (list, dict)) and value is not None:
+            value = [value]  # eval.betas=4: one beta
         if not isinstance(value, list):
             raise ConfigError(f"{path!r} must be {expected}, got {_show(value)}")
         return [_coerce(v, args[0], f"{path}[{i}]") for i, v in enumerate(value)]
@@ -211,6 +239,8 @@ def _describe(tp: Any) -> str:
         return " or ".join(_describe(a) for a in typing.get_args(tp))
     if typing.get_origin(tp) is list:
         return f"a list of ({_describe(typing.get_args(tp)[0])})"
+    if tp is dict or typing.get_origin(tp) is dict:
+        return "a mapping"
     if dataclasses.is_dataclass(tp):
         return f"a mapping ({tp.__name__})"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false",
@@ -255,6 +285,8 @@ def _check_key(cls: type, names: list[str]) -> None:
         path = ".".join(names[:i])
         if typing.get_origin(tp) in (Union, types.UnionType):
             tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        if tp is dict or typing.get_origin(tp) is dict:
+            return  # any key of a free-form mapping (model.backbone_kwargs.dropout=0.1)
         if not dataclasses.is_dataclass(tp):
             raise ConfigError(f"{path!r} is {_describe(tp)}: it has no key {name!r}")
         fields = [f.name for f in dataclasses.fields(tp) if f.init]

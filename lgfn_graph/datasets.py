@@ -12,6 +12,8 @@ from typing import Literal
 import numpy as np
 from rdkit import Chem, rdBase
 
+from .smiles import partial_read
+
 Duplicates = Literal["mean", "first", "error", "keep"]
 _DELIMITERS = ",;\t|"
 
@@ -97,6 +99,9 @@ def _parse_smiles(text: str) -> tuple[str | None, str, str]:
     """``(canonical SMILES, "", "")``, or ``(None, problem, detail)``."""
     if not text:
         return None, "missing SMILES", "empty SMILES field"
+    partial = partial_read(text)
+    if partial:
+        return None, "unparsable SMILES", f"{text!r} ({partial})"
     with rdBase.BlockLogs():
         mol = Chem.MolFromSmiles(text)
         if mol is not None:
@@ -160,7 +165,8 @@ def read_molecule_csv(path: str | Path, smiles_col: str = "smiles", value_col: s
         path: the file; quoted fields and a UTF-8 byte-order mark are fine.
         smiles_col, value_col: header names of the two columns (exact, after stripping spaces).
         sep: the delimiter; ``None`` (default) sniffs it among ``, ; TAB |``.
-        on_error: a row with a missing or unparsable SMILES, or a missing, non-numeric, NaN or
+        on_error: a row with a missing or unparsable SMILES (also one RDKit would read only in
+            part, such as ``CC O``: whitespace inside), or a missing, non-numeric, NaN or
             infinite value raises :class:`DatasetError` naming its line (``"raise"``), or is
             left out and listed in :attr:`MoleculeDataset.report` (``"skip"``).
         duplicates: rows whose SMILES are the same molecule (same canonical SMILES): ``"mean"``

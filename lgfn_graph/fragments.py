@@ -10,6 +10,8 @@ from typing import Sequence
 import torch
 from rdkit import Chem, RDLogger
 
+from .smiles import partial_read
+
 RDLogger.DisableLog("rdApp.*")
 
 
@@ -162,10 +164,10 @@ def _parse_entries(raw, source: str) -> list[Fragment]:
 
 
 def _validate_fragment(i: int, frag: Fragment, source: str):
+    """The fragment's molecule; raises :class:`FragmentLibraryError` naming ``source``, ``i``
+    and the SMILES unless it is one whole molecule whose every stem can take a bond at once."""
     where = f"{source}: fragment {i} ({frag.smiles!r})"
-    mol = Chem.MolFromSmiles(frag.smiles)
-    if mol is None or mol.GetNumAtoms() == 0:
-        raise FragmentLibraryError(f"{where}: invalid SMILES")
+    mol = _fragment_mol(frag.smiles, where)
     if not frag.attachment_atoms:
         raise FragmentLibraryError(f"{where}: has no attachment atom")
     for a in frag.attachment_atoms:
@@ -183,4 +185,24 @@ def _validate_fragment(i: int, frag: Fragment, source: str):
         Chem.SanitizeMol(rw)
     except Exception as e:  # RDKit raises several types; all mean the same thing here
         raise FragmentLibraryError(f"{where}: the atoms {list(frag.attachment_atoms)} cannot all take a bond: {e}") from None
+    return mol
+
+
+def _fragment_mol(smiles: str, where: str):
+    """The molecule of a fragment's SMILES: read whole, one connected piece, real atoms only."""
+    if not isinstance(smiles, str) or not smiles.strip():
+        raise FragmentLibraryError(f"{where}: empty SMILES")
+    partial = partial_read(smiles)
+    if partial:
+        raise FragmentLibraryError(f"{where}: {partial}")
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None or mol.GetNumAtoms() == 0:
+        raise FragmentLibraryError(f"{where}: invalid SMILES")
+    dummies = [a.GetIdx() for a in mol.GetAtoms() if a.GetAtomicNum() == 0]
+    if dummies:
+        raise FragmentLibraryError(f"{where}: dummy atom '*' at index {dummies[0]}: mark the attachment points "
+                                   "with attachment_atoms instead")
+    pieces = len(Chem.GetMolFrags(mol))
+    if pieces > 1:
+        raise FragmentLibraryError(f"{where}: {pieces} disconnected pieces: a fragment must be one molecule")
     return mol

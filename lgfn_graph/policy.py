@@ -1,14 +1,18 @@
 """The temperature-conditional forward policy and the model that bundles it with log Z."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from torch import Tensor, nn
 from torch_geometric.data import Batch
 
 from .categorical import ActionType, GraphActionCategorical
-from .conditioning import ENCODINGS, BetaEmbedding, BetaEncoding, LogitScaler, LogZ, beta_mlp
-from .nn import ActionHeads, GraphTransformer
+from .checks import FieldError, check_bool, check_choice, check_int, check_mapping, check_real
+from .conditioning import ENCODINGS, SCALERS, BetaEmbedding, BetaEncoding, LogitScaler, LogZ, beta_mlp
+from .nn import CONVS, ActionHeads
+from .nn.backbones import ATTENTION, BUILTIN, BackboneError, build_backbone, check_backbone
+from .nn.contract import check_output
 from .nn.heads import element_batch, mlp
 
 MODES = ("logit", "layer", "logit+layer", "none")
@@ -19,18 +23,33 @@ BACKWARD_POLICIES = ("uniform", "learned")
 class ModelConfig:
     r"""Model size and temperature conditioning.
 
+    Every field is checked when the config is made: a value of the wrong type or out of range
+    raises a one-line ``ValueError`` naming it (``ModelConfig.hidden must be an integer >= 1, got 0``).
+
     Args:
-        hidden, num_layers, heads, conv: the backbone (see :class:`GraphTransformer`).
+        backbone: ``"graph_transformer"`` (the built-in :class:`~lgfn_graph.nn.GraphTransformer`,
+            the default), a stock PyG model (``"gin"``, ``"gat"``, ``"gatv2"``, ``"sage"``,
+            ``"pna"``, ``"gps"``) or an import path ``"package.module:Class"`` to a node model
+            in PyG's ``BasicGNN`` convention; see :mod:`lgfn_graph.nn.backbones`.
+        backbone_kwargs: keyword arguments of that model (plain data, e.g. ``{"dropout": 0.1}``
+            or PNA's ``{"deg": [...]}``); every key is checked against its signature, and the
+            model is built once on trial. The built-in takes none.
+        hidden, num_layers, heads: the backbone's width (>= 1), layers (>= 1) and attention
+            heads (>= 1; they must divide ``hidden`` for the built-in transformer, ``gat``,
+            ``gatv2`` and ``gps``).
+        conv: the built-in backbone's layers, ``"transformer"`` or ``"gine"``.
         conditioning: ``"logit"`` (Logit-GFN), ``"layer"`` (beta embedding in the backbone),
             ``"logit+layer"`` or ``"none"`` (the policy ignores beta).
         scaler: ``"positive"`` or ``"unconstrained"`` (see :class:`LogitScaler`).
         beta_encoding: features of beta read by every MLP of beta: ``"raw"``, ``"log"``,
             ``"thermometer"`` or ``"fourier"`` (see :class:`BetaEncoding`), the last two with
-            ``encoding_dim`` units over ``[encoding_low, encoding_high]``.
+            ``encoding_dim`` (>= 2) units over ``[encoding_low, encoding_high]`` (``0 < low <
+            high``; all three are checked whatever the encoding).
         logit_clip: bounds every probability ratio of two legal actions by
             ``exp(2 * logit_clip)``, as the official code's clamp of the scaled logits to
             ``[-logit_clip, logit_clip]`` does, but relative to the best legal action so that
-            large betas never tie the best actions (see :func:`scaled_categorical`); ``0``: no clip.
+            large betas never tie the best actions (see :func:`scaled_categorical`); finite,
+            >= 0 (``0``: no clip).
         backward_policy: ``"uniform"`` over legal backward actions, or ``"learned"`` (heads
             on the shared backbone).
         backward_conditioning: ``"logit"`` gives the learned backward policy its own logit
@@ -44,6 +63,8 @@ class ModelConfig:
     num_layers: int = 4
     heads: int = 4
     conv: str = "transformer"
+    backbone: str = BUILTIN
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
     conditioning: str = "logit"
     scaler: str = "positive"
     beta_encoding: str = "raw"
@@ -56,10 +77,35 @@ class ModelConfig:
     state_flow: bool = False
 
     def __post_init__(self):
-        for name, allowed in (("conditioning", MODES), ("beta_encoding", ENCODINGS),
-                              ("backward_policy", BACKWARD_POLICIES), ("backward_conditioning", ("logit", "none"))):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"ModelConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("hidden", "num_layers", "heads"):
+            check_int(self, name, 1)
+        for name, allowed in (("conv", CONVS), ("conditioning", MODES), ("scaler", SCALERS),
+                              ("beta_encoding", ENCODINGS), ("backward_policy", BACKWARD_POLICIES),
+                              ("backward_conditioning", ("logit", "none"))):
+            check_choice(self, name, allowed)
+        if not isinstance(self.backbone, str):
+            raise FieldError(self, "backbone", f"must be a name or an import path, got {self.backbone!r}")
+        check_mapping(self, "backbone_kwargs")
+        # backbones whose attention splits hidden into heads
+        if self.backbone == BUILTIN and self.conv == "transformer":
+            attention = "conv 'transformer'"
+        else:
+            attention = f"backbone {self.backbone!r}" if self.backbone in ATTENTION else None
+        if attention and self.hidden % self.heads:
+            raise FieldError(self, "hidden", f"must be divisible by heads ({self.heads}) with {attention}, "
+                                             f"got {self.hidden}")
+        try:
+            check_backbone(self.backbone, self.backbone_kwargs, self.hidden, self.num_layers, self.heads)
+        except BackboneError as e:
+            raise FieldError(self, e.field, e.problem) from None
+        check_real(self, "logit_clip", 0)
+        check_int(self, "encoding_dim", 2)
+        for name in ("encoding_low", "encoding_high"):
+            check_real(self, name, 0, low_open=True)
+        if self.encoding_low >= self.encoding_high:
+            raise FieldError(self, "encoding_low", f"must be < encoding_high ({self.encoding_high}), "
+                                                   f"got {self.encoding_low}")
+        check_bool(self, "state_flow")
 
     def encoding(self) -> BetaEncoding:
         """A fresh beta encoding as configured."""
@@ -93,7 +139,8 @@ class Policy(nn.Module):
 
     Args:
         action_types: the environment's forward action types.
-        backbone: module ``(data, cond) -> (node [num_nodes, H], graph [B, H])``.
+        backbone: module ``(data, cond) -> (node [num_nodes, H], graph [B, H])``
+            (:mod:`lgfn_graph.nn.contract`).
         heads: module ``(node, graph, data) -> list of logits``, one per action type.
         scaler: module ``beta [B] -> [B]`` multiplying each graph's logits, or ``None``.
         beta_embedding: module ``beta [B] -> [B, C]`` passed to the backbone as ``cond``, or
@@ -112,9 +159,14 @@ class Policy(nn.Module):
         self.logit_clip = logit_clip
 
     def embed(self, data: Batch, beta: Tensor) -> tuple[Tensor, Tensor]:
-        """The backbone's ``(node [num_nodes, H], graph [B, H])`` embeddings. ``beta: [B]``."""
+        """The backbone's ``(node [num_nodes, H], graph [B, H])`` embeddings. ``beta: [B]``.
+
+        Their shapes are checked at every call (a few integer comparisons): a backbone that
+        breaks the contract (:mod:`lgfn_graph.nn.contract`) raises a one-line
+        :class:`~lgfn_graph.nn.BackboneContractError` naming what is wrong. ``H`` is the heads'
+        ``hidden`` where they declare it."""
         cond = self.beta_embedding(beta) if self.beta_embedding is not None else None
-        return self.backbone(data, cond)
+        return check_output(self.backbone(data, cond), data, getattr(self.heads, "hidden", None))
 
     def logits(self, data: Batch, beta: Tensor, embedding: tuple[Tensor, Tensor] | None = None) -> list[Tensor]:
         """Scaled logits per action type, ``[n_t, width_t]``, before masking and clipping
@@ -214,12 +266,14 @@ class TemperatureGFlowNet(nn.Module):
 
     @classmethod
     def build(cls, env, config: ModelConfig | None = None) -> "TemperatureGFlowNet":
-        """The default model for an environment with ``node_dim``, ``edge_dim`` and action types."""
+        """The model ``config`` describes for an environment with ``node_dim``, ``edge_dim`` and
+        action types (and ``max_degree``, read by PNA's default degree histogram)."""
         c = config or ModelConfig()
         layer = c.conditioning in ("layer", "logit+layer")
         logit = c.conditioning in ("logit", "logit+layer")
-        backbone = GraphTransformer(env.node_dim, env.edge_dim, c.hidden, c.num_layers, c.heads, c.conv,
-                                    cond_dim=c.hidden if layer else 0)
+        backbone = build_backbone(c.backbone, c.backbone_kwargs, node_dim=env.node_dim, edge_dim=env.edge_dim,
+                                  hidden=c.hidden, num_layers=c.num_layers, heads=c.heads, conv=c.conv,
+                                  cond_dim=c.hidden if layer else 0, max_degree=getattr(env, "max_degree", None))
         policy = Policy(env.forward_action_types, backbone, ActionHeads(env.forward_action_types, c.hidden),
                         scaler=LogitScaler(c.scaler, encoding=c.encoding()) if logit else None,
                         beta_embedding=BetaEmbedding(c.hidden, encoding=c.encoding()) if layer else None,

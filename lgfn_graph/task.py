@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .checks import check_choice, check_device, check_int, check_path
 from .envs import FragmentEnv
 from .fragments import FragmentLibrary, FragmentLibraryError
 from .rewards import QED, RewardFn, qed_sa
@@ -30,16 +31,20 @@ TINY_FRAGMENTS = [
 class TaskConfig:
     """Which molecules are built and how they are rewarded.
 
+    Every field is checked when the config is made: a value of the wrong type or out of range
+    raises a one-line ``ValueError`` naming it.
+
     Args:
         name: ``"qed_frag"`` (the 18 shipped fragments, at most 8, reward QED x SA),
             ``"seh_frag"`` (the 72 fragments of Bengio et al. 2021, at most 9, the sEH proxy) or
             ``"tiny_frag"`` (4 fragments, at most 3, reward QED; every state can be enumerated).
         fragments: a fragment library JSON replacing the task's own (``seh_frag`` has none
-            shipped: its default is ``$LGFN_FRAGMENTS_72``).
-        max_fragments: fragments per molecule (``None``: the task's default).
+            shipped: its default is ``$LGFN_FRAGMENTS_72``); a non-empty path or ``None``.
+        max_fragments: fragments per molecule, >= 1 (``None``: the task's default).
         reward: ``"qed_sa"``, ``"qed"`` or ``"seh"`` (``None``: the task's default).
         proxy_weights: sEH proxy weights (``None``: ``$LGFN_SEH_PROXY``, else the cache).
-        proxy_device, proxy_batch_size: where and in what batches the sEH proxy runs.
+        proxy_device, proxy_batch_size: where (a CPU or available CUDA device) and in what
+            batches (>= 1) the sEH proxy runs.
     """
 
     name: str = "qed_frag"
@@ -51,14 +56,13 @@ class TaskConfig:
     proxy_batch_size: int = 256
 
     def __post_init__(self):
-        if self.name not in TASKS:
-            raise ValueError(f"unknown task {self.name!r}; tasks: {', '.join(TASKS)}")
-        if self.reward is not None and self.reward not in REWARDS:
-            raise ValueError(f"unknown reward {self.reward!r}; rewards: {', '.join(REWARDS)}")
-        if self.max_fragments is not None and self.max_fragments < 1:
-            raise ValueError(f"max_fragments must be >= 1, got {self.max_fragments}")
-        if self.proxy_batch_size < 1:
-            raise ValueError(f"proxy_batch_size must be >= 1, got {self.proxy_batch_size}")
+        check_choice(self, "name", list(TASKS))
+        check_choice(self, "reward", list(REWARDS), optional=True)
+        for name in ("fragments", "proxy_weights"):
+            check_path(self, name)
+        check_int(self, "max_fragments", 1, optional=True)
+        check_device(self, "proxy_device")
+        check_int(self, "proxy_batch_size", 1)
 
 
 @dataclass(frozen=True)

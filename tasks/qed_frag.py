@@ -26,7 +26,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--library", default=None, help="fragment library JSON (default: the shipped one)")
     a = p.parse_args(argv)
     cfg = config_from_args(a, TaskConfig("qed_frag", fragments=a.library, max_fragments=a.max_fragments))
-    return train_and_sweep(cfg, progress=not a.no_progress)
+    return train_and_sweep(cfg, resume=a.resume_or_start, progress=not a.no_progress)
 
 
 if __name__ == "__main__":

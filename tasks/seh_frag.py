@@ -35,7 +35,7 @@ def main(argv=None) -> list[dict]:
     a = p.parse_args(argv)
     task = TaskConfig("seh_frag", fragments=a.fragments, max_fragments=a.max_fragments, proxy_weights=a.weights,
                       proxy_device=a.proxy_device, proxy_batch_size=a.proxy_batch_size)
-    return train_and_sweep(config_from_args(a, task), progress=not a.no_progress)
+    return train_and_sweep(config_from_args(a, task), resume=a.resume_or_start, progress=not a.no_progress)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Reading (SMILES, value) tables: line numbers in errors, skipped-row reports, duplicates."""
 import csv
+import re
 
 import numpy as np
 import pytest
@@ -43,6 +44,17 @@ def test_bad_smiles_at_a_known_line(tmp_path):
     assert ds.smiles == ["CCO", "CCN"] and ds.lines == [2, 4]
     assert [(i.line, i.problem) for i in ds.report] == [(3, "unparsable SMILES")]
     assert "1 unparsable SMILES" in ds.summary()
+
+
+@pytest.mark.parametrize("field, shown", [("CC O", "'CC O'"), ('"CC\tO"', r"'CC\tO'"), ('"CC\nO"', r"'CC\nO'")])
+def test_smiles_rdkit_would_read_in_part_is_refused(tmp_path, field, shown):
+    """RDKit reads ``CC O`` as ethane (it stops at whitespace): the table must not."""
+    path = write(tmp_path, f"smiles,value\nCCO,1\n{field},2\nCCN,3\n")
+    message = f"data.csv:3: unparsable SMILES: {shown} (whitespace at position 2: RDKit would read only 'CC')"
+    with pytest.raises(DatasetError, match=re.escape(message)):
+        read_molecule_csv(path)
+    ds = read_molecule_csv(path, on_error="skip")
+    assert ds.smiles == ["CCO", "CCN"] and [(i.line, i.problem) for i in ds.report] == [(3, "unparsable SMILES")]
 
 
 @pytest.mark.parametrize("value, problem", [("nan", "non-finite value"), ("inf", "non-finite value"),

@@ -54,6 +54,7 @@ def test_two_processes_stay_identical_and_learn(tmp_path):
     with SampleDB(run / "samples.db") as db:
         rows = db.rows()
     assert len(rows) == 40 * 2 * 16 and {r["rank"] for r in rows} == {0, 1}
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "metrics.jsonl", "samples.db",
+    # rank 0's lock (.lock) and files only
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "checkpoint.pt", "metrics.jsonl", "samples.db",
                                                       "samples.db-shm", "samples.db-wal"] or \
-        sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "metrics.jsonl", "samples.db"]
+        sorted(p.name for p in run.iterdir()) == [".lock", "checkpoint.pt", "metrics.jsonl", "samples.db"]

@@ -6,6 +6,7 @@ the repository); their tests skip when that folder is absent.
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -145,9 +146,18 @@ def test_garbage_smiles_from_pairs():
         FragmentLibrary.from_pairs([("C", [0]), ("O", [0]), ("Xx((", [0])])
 
 
-def test_empty_smiles():
-    with pytest.raises(FragmentLibraryError, match="fragment 0.*invalid SMILES"):
-        FragmentLibrary.from_pairs([("", [0])])
+@pytest.mark.parametrize("smiles, problem", [
+    ("", "empty SMILES"), ("  ", "empty SMILES"),
+    ("C.C", "2 disconnected pieces"), ("CCO.[Na+]", "2 disconnected pieces"),
+    ("*C", "dummy atom '*' at index 0"), ("C[*]", "dummy atom '*' at index 1"),
+    ("CC O", "whitespace at position 2: RDKit would read only 'CC'"),
+])
+def test_fragments_that_are_not_one_whole_molecule_are_refused(tmp_path, smiles, problem):
+    """RDKit reads all of these without an error (``CC O`` as ethane); a library must not."""
+    with pytest.raises(FragmentLibraryError, match=re.escape(f"fragment 1 ({smiles!r}): {problem}")):
+        FragmentLibrary.from_pairs([("C", [0]), (smiles, [0])])
+    p = write(tmp_path, [{"smiles": "C", "attachment_atoms": [0]}, {"smiles": smiles, "attachment_atoms": [0]}])
+    assert load_error(p).startswith(f"{p}: fragment 1 ({smiles!r}): {problem}")
 
 
 @pytest.mark.parametrize("bad", [5, -1, 2])

@@ -143,6 +143,7 @@ class AtomEnv:
                                       ActionType("lower_bond", "edge", 1)]
         self.node_dim = E + 2 * (V + 1) + N
         self.edge_dim = 3
+        self.max_degree = V  # each neighbour takes at least one unit of valence
         # add_first, one action per unit of bond order, stop
         self.max_steps = min(N * V // 2, 3 * self.P) + 2
         self._pj, self._pi = torch.tril_indices(N, N, -1)  # pair p = (pi, pj), p = pj (pj - 1) / 2 + pi

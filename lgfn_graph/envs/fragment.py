@@ -105,6 +105,7 @@ class FragmentEnv:
         self.backward_action_types = [ActionType("remove", "node", 1)]
         self.node_dim = self.F + self.S
         self.edge_dim = 2 * self.S
+        self.max_degree = self.S  # a fragment bonds at most once per stem
         self.max_steps = N + 1
         self._n_stems = library.n_stems
         self._stem_frag = library.stem_frag

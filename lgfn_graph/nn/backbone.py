@@ -7,13 +7,35 @@ from torch_geometric.data import Batch
 from torch_geometric.nn import GINEConv, TransformerConv
 from torch_geometric.utils import scatter
 
+CONVS = ("transformer", "gine")
+
+
+class Readout(nn.Sequential):
+    r"""Graph embeddings from node embeddings: the mean and the sum / 8 of each graph's nodes,
+    concatenated, through a two-layer MLP. Graphs with no nodes pool to zeros (``dim_size``), so
+    they still get an embedding; the scaled sum tells graph sizes apart, which the mean cannot.
+
+    Shapes:
+        - **input:** ``h [num_nodes, H]``, ``batch [num_nodes]``, ``num_graphs = B``
+        - **output:** ``[B, H]``
+    """
+
+    def __init__(self, hidden: int):
+        super().__init__(nn.Linear(2 * hidden, hidden), nn.LeakyReLU(), nn.Linear(hidden, hidden))
+
+    def forward(self, h: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
+        pooled = torch.cat([scatter(h, batch, 0, dim_size=num_graphs, reduce="mean"),
+                            scatter(h, batch, 0, dim_size=num_graphs, reduce="sum") / 8.0], dim=1)
+        return super().forward(pooled)
+
 
 class GraphTransformer(nn.Module):
     r"""Pre-norm residual graph transformer (or GINE) layers with a pooled graph embedding.
 
-    Any module with the same ``forward`` signature can replace it in
-    :class:`~lgfn_graph.policy.Policy`: it must take a PyG batch and an optional condition and
-    return node and graph embeddings of width ``hidden``.
+    The built-in backbone (``ModelConfig.backbone = "graph_transformer"``). Any module that
+    keeps the contract of :mod:`lgfn_graph.nn.contract` can replace it in
+    :class:`~lgfn_graph.policy.Policy`; a PyG-style node model gets there through
+    :class:`~lgfn_graph.nn.adapter.NodeModelBackbone`.
 
     Args:
         node_dim: input node feature width ``F_n``.
@@ -35,8 +57,8 @@ class GraphTransformer(nn.Module):
     def __init__(self, node_dim: int, edge_dim: int, hidden: int = 128, num_layers: int = 4, heads: int = 4,
                  conv: str = "transformer", cond_dim: int = 0):
         super().__init__()
-        if conv not in ("transformer", "gine"):
-            raise ValueError(f"conv must be 'transformer' or 'gine', got {conv!r}")
+        if conv not in CONVS:
+            raise ValueError(f"conv must be one of {CONVS}, got {conv!r}")
         if conv == "transformer" and hidden % heads:
             raise ValueError(f"hidden ({hidden}) must be divisible by heads ({heads})")
         self.hidden = hidden
@@ -51,7 +73,7 @@ class GraphTransformer(nn.Module):
         self.norms2 = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(num_layers))
         self.ffns = nn.ModuleList(nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.LeakyReLU(), nn.Linear(2 * hidden, hidden))
                                   for _ in range(num_layers))
-        self.readout = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.LeakyReLU(), nn.Linear(hidden, hidden))
+        self.readout = Readout(hidden)
 
     def forward(self, data: Batch, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         B = data.num_graphs
@@ -63,9 +85,7 @@ class GraphTransformer(nn.Module):
         for conv, n1, n2, ffn in zip(self.convs, self.norms1, self.norms2, self.ffns):
             h = h + conv(n1(h), data.edge_index, e)
             h = h + ffn(n2(h))
-        pooled = torch.cat([scatter(h, data.batch, 0, dim_size=B, reduce="mean"),
-                            scatter(h, data.batch, 0, dim_size=B, reduce="sum") / 8.0], dim=1)
-        g = self.readout(pooled)
+        g = self.readout(h, data.batch, B)
         if c is not None:
             g = g + c
         return h, g

@@ -48,6 +48,7 @@ class ActionHeads(nn.Module):
     def __init__(self, action_types: list[ActionType], hidden: int):
         super().__init__()
         self.action_types = list(action_types)
+        self.hidden = hidden
         self.mlps = nn.ModuleList(mlp(hidden if t.level == "graph" else 2 * hidden, hidden, t.width)
                                   for t in self.action_types)
 
