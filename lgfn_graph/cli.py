@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .checkpoint import CheckpointError, load_model
-from .config import ConfigError, RunConfig, _merge, apply_override, from_dict, load_config, read_yaml
+from .config import ConfigError, RunConfig, from_dict, load_config
 from .evaluate import sample_molecules, temperature_sweep
 from .fragments import FragmentLibraryError
 from .io import atomic_write, write_csv
@@ -238,16 +238,7 @@ def study(args: argparse.Namespace) -> int:
 def _resumed_config(folder: Path, config: str | None, overrides: list[str]) -> RunConfig:
     """The configuration of a resumed run: the run folder's own ``config.yaml``, then the
     sections of ``config`` and the overrides on top; its ``out`` is ``folder``."""
-    base = folder / "config.yaml"
-    data = read_yaml(base) if base.is_file() else {}
-    if config is not None:
-        data = _merge(data, read_yaml(config))
-    for override in overrides:
-        data = apply_override(data, RunConfig, override)
-    try:
-        cfg = from_dict(RunConfig, data)
-    except ConfigError as e:
-        raise ConfigError(f"{base} with --config and overrides on top: {e}") from None
+    cfg = load_config(config, overrides, base=folder / "config.yaml")
     cfg.out = str(folder)
     return cfg
 

@@ -314,14 +314,20 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> RunConfig:
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
+                base: str | Path | None = None) -> RunConfig:
     """The :class:`RunConfig` of a YAML file (``None``: the defaults) and ``key=value`` overrides,
-    applied in order. An error names the file or the override that caused it."""
-    data = read_yaml(path) if path is not None else {}
+    applied in order. ``base`` (e.g. a run folder's ``config.yaml``, skipped when absent) is read
+    first and ``path``'s sections are merged on top of it. An error names the file or the
+    override that caused it."""
+    data = read_yaml(base) if base is not None and Path(base).is_file() else {}
+    if path is not None:
+        data = _merge(data, read_yaml(path))
+    source = " with ".join(str(p) for p in (base, path) if p is not None) or "defaults"
     try:
         cfg = from_dict(RunConfig, data)
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+        raise ConfigError(f"{source}: {e}") from None
     for override in overrides:
         data = apply_override(data, RunConfig, override)
         try:
