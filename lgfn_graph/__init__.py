@@ -12,6 +12,7 @@ from .evaluate import sample_molecules, temperature_sweep
 from .fragments import Fragment, FragmentLibrary, FragmentLibraryError
 from .losses import OBJECTIVES, detailed_balance, subtrajectory_balance, trajectory_balance
 from .policy import BackwardPolicy, ModelConfig, Policy, StateFlow, TemperatureGFlowNet
+from .featurize import FeaturizeError, mol_to_graph
 from .metrics import ModeTracker, correlations, log_likelihood, temperature_response, top_k_diversity, top_k_reward
 from .rewards import (QED, LogP, MolecularWeightWindow, Product, RewardError, RewardFn, RewardResult, SmilesReward,
                       SyntheticAccessibility, WeightedSum, Window, log_reward, qed_sa, score_molecules)
@@ -28,10 +29,10 @@ __version__ = "0.1.0"
 __all__ = [
     "ActionType", "AtomEnv", "AtomStates", "BackwardPolicy", "BETA_DISTRIBUTIONS", "BetaEmbedding", "BetaEncoding",
     "BetaSampler", "build_task", "check_beta", "CheckpointError", "ConfigError", "correlations", "DatasetError",
-    "detailed_balance", "distributed", "EvalConfig", "exact", "Fragment", "FragmentEnv", "FragmentLibrary",
+    "detailed_balance", "distributed", "EvalConfig", "exact", "FeaturizeError", "Fragment", "FragmentEnv", "FragmentLibrary",
     "FragmentLibraryError", "FragmentStates", "from_dict", "GraphActionCategorical", "load_checkpoint",
     "load_config", "load_model", "load_seh_proxy", "log_likelihood", "log_reward", "LogitScaler", "LogP", "LogZ",
-    "metrics", "ModelConfig", "ModeTracker", "MolecularWeightWindow", "MoleculeDataset", "Objective", "OBJECTIVES",
+    "metrics", "ModelConfig", "ModeTracker", "mol_to_graph", "MolecularWeightWindow", "MoleculeDataset", "Objective", "OBJECTIVES",
     "Policy", "Product", "QED", "qed_sa", "read_molecule_csv", "Replay", "replay", "ReplayBuffer", "RewardError",
     "RewardFn", "RewardResult", "RowIssue", "RunConfig", "RunFolderBusy", "RunFolderError", "RunFolderLock",
     "sample_and_evaluate", "sample_backward_trajectories", "sample_molecules",

@@ -20,6 +20,7 @@ from typing import Sequence
 from .checkpoint import CheckpointError, load_model
 from .config import ConfigError, RunConfig, from_dict, load_config
 from .evaluate import sample_molecules, temperature_sweep
+from .featurize import FeaturizeError
 from .fragments import FragmentLibraryError
 from .io import atomic_write, write_csv
 from .nn import BackboneContractError, BackboneError
@@ -35,7 +36,7 @@ class UsageError(Exception):
     """The command line itself is wrong (argparse's complaint, kept to one line)."""
 
 
-USER_ERRORS = (UsageError, ConfigError, CheckpointError, FragmentLibraryError, SEHProxyError, WeightsUnavailableError,
+USER_ERRORS = (UsageError, ConfigError, CheckpointError, FragmentLibraryError, FeaturizeError, SEHProxyError, WeightsUnavailableError,
                RunFolderError, BackboneError, BackboneContractError)
 
 # the file system refusing a write (a full disk, no permission, a file where a folder should be):

@@ -29,6 +29,7 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.nn import NNConv, Set2Set
 from torch_geometric.utils import coalesce, scatter
 
+from .featurize import NUM_ATOM_FEATURES, NUM_BOND_FEATURES, FeaturizeError, mol_to_graph
 from .io import atomic_write
 
 WEIGHTS_URL = "https://raw.githubusercontent.com/GFNOrg/gflownet/master/mols/data/pretrained_proxy/best_params.pkl.gz"
@@ -37,17 +38,8 @@ WEIGHTS_FILE = "best_params.pkl.gz"
 ENV_WEIGHTS = "LGFN_SEH_PROXY"
 ENV_CACHE = "LGFN_CACHE"
 
-NUM_ATOM_FEATURES = 71
-NUM_BOND_FEATURES = 4
 NUM_WEIGHTS = 22
 RAW_SCALE, REWARD_MIN, REWARD_MAX = 8.0, 1e-4, 100.0
-
-_SYMBOL_COL = {"H": 0, "C": 1, "N": 2, "O": 3, "F": 4}  # any other element: column 5
-_HYBRIDIZATION_COL = {HybridizationType.SP: 10, HybridizationType.SP2: 11, HybridizationType.SP3: 12}
-_AROMATIC_COL, _NUM_HS_COL = 9, 13
-_Z_OFFSET, _MAX_ONE_HOT_Z = 13, 56  # atomic number Z in 1..56 sets column 13 + Z (= 14 + Z - 1)
-_BOND_COL = {BondType.SINGLE: 0, BondType.UNSPECIFIED: 0, BondType.DOUBLE: 1, BondType.TRIPLE: 2,
-             BondType.AROMATIC: 3}
 
 # index of each parameter in the published list; 12-15 (per-stem and per-bond heads) are unused
 _WEIGHT_INDEX = {
@@ -59,62 +51,12 @@ _WEIGHT_INDEX = {
 }
 
 
-class SEHProxyError(ValueError):
+class SEHProxyError(FeaturizeError):
     """A weight file or a molecule the proxy cannot use."""
 
 
 class WeightsUnavailableError(OSError):
     """The proxy weights are neither at a given path nor in the cache, and cannot be downloaded."""
-
-
-# -- featurisation -------------------------------------------------------------------------------
-def mol_to_graph(mol: Chem.Mol) -> Data:
-    """The proxy's input graph of one RDKit molecule (no explicit hydrogens, sanitized).
-
-    Shapes: ``x [N, 71]``, ``edge_index [2, E]`` (each bond both ways, coalesced),
-    ``edge_attr [E, 4]`` (single/unspecified, double, triple, aromatic). A molecule without
-    bonds gets one self-loop ``0 -> 0`` with an all-zero feature.
-
-    Raises :class:`SEHProxyError` for ``None``, an empty molecule, a bond of another type, or
-    a molecule RDKit cannot describe (e.g. not sanitized).
-    """
-    if mol is None:
-        raise SEHProxyError("the molecule is None (an unparsable SMILES?)")
-    n = mol.GetNumAtoms()
-    if n == 0:
-        raise SEHProxyError("the molecule has no atoms")
-    x = np.zeros((n, NUM_ATOM_FEATURES), dtype=np.float32)
-    try:
-        for i, atom in enumerate(mol.GetAtoms()):
-            z = atom.GetAtomicNum()
-            x[i, _SYMBOL_COL.get(atom.GetSymbol(), 5)] = 1.0
-            x[i, _AROMATIC_COL] = float(atom.GetIsAromatic())
-            col = _HYBRIDIZATION_COL.get(atom.GetHybridization())
-            if col is not None:
-                x[i, col] = 1.0
-            x[i, _NUM_HS_COL] = atom.GetTotalNumHs(includeNeighbors=True)
-            if 1 <= z <= _MAX_ONE_HOT_Z:
-                x[i, _Z_OFFSET + z] = 1.0
-        ends, kinds = [], []
-        for bond in mol.GetBonds():
-            if bond.GetBondType() not in _BOND_COL:
-                raise SEHProxyError(f"bond {bond.GetIdx()} has type {bond.GetBondType()}, which the proxy does not know")
-            ends.append((bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()))
-            kinds.append(_BOND_COL[bond.GetBondType()])
-    except SEHProxyError:
-        raise
-    except Exception as e:  # RDKit raises several types (e.g. on an unsanitized molecule)
-        first = (str(e).strip().splitlines() or [""])[0]
-        raise SEHProxyError(f"RDKit cannot describe the molecule (is it sanitized?): {type(e).__name__}: {first}") from None
-    if ends:
-        src, dst = torch.tensor(ends).T
-        edge_index = torch.stack([torch.cat([src, dst]), torch.cat([dst, src])])
-        edge_attr = F.one_hot(torch.tensor(kinds * 2), NUM_BOND_FEATURES).float()
-        edge_index, edge_attr = coalesce(edge_index, edge_attr, num_nodes=n)
-    else:
-        edge_index = torch.zeros(2, 1, dtype=torch.long)
-        edge_attr = torch.zeros(1, NUM_BOND_FEATURES)
-    return Data(x=torch.from_numpy(x), edge_index=edge_index, edge_attr=edge_attr)
 
 
 def _describe(mol) -> str:
@@ -196,7 +138,7 @@ class SEHProxy(nn.Module):
         for i, mol in enumerate(mols):
             try:
                 graphs.append(mol_to_graph(mol))
-            except SEHProxyError as e:
+            except FeaturizeError as e:
                 raise SEHProxyError(f"sEH proxy: molecule {i} ({_describe(mol)}): {e}") from None
         return self.score_graphs(graphs, batch_size)
 
@@ -330,7 +272,7 @@ class SEHReward:
             try:
                 graphs.append(mol_to_graph(mol))
                 valid.append(i)
-            except SEHProxyError:
+            except FeaturizeError:
                 pass
         out = torch.full((len(mols),), float(self.invalid_reward))
         out[torch.tensor(valid, dtype=torch.long)] = self.from_raw(self.proxy.score_graphs(graphs, self.batch_size))

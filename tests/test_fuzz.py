@@ -194,9 +194,9 @@ def test_seh_proxy_scores_or_names_the_molecule(seh_model, text, sanitize):
     mol = parse(text, sanitize)
     try:
         raw = seh_model.score([GOOD, mol])
-    except seh_proxy.SEHProxyError as e:
+    except seh_proxy.FeaturizeError as e:
         assert "molecule 1" in str(e), str(e)
-        with pytest.raises(seh_proxy.SEHProxyError):
+        with pytest.raises(seh_proxy.FeaturizeError):
             seh_proxy.mol_to_graph(mol)
     else:
         assert raw.shape == (2,) and torch.isfinite(raw).all()
