@@ -48,9 +48,12 @@ class Trajectories:
     @staticmethod
     def cat(parts: list["Trajectories"], env=None) -> "Trajectories":
         """Concatenate batches of trajectories, padding the shorter ones. ``env`` supplies
-        ``backward_actions`` for parts that lack them when others have them."""
+        ``backward_actions`` for parts that lack them when others have them; an env without
+        ``backward_actions`` (no learned backward policy possible) drops them instead."""
         T = max(p.actions.shape[0] for p in parts)
-        with_bwd = any(p.backward_actions is not None for p in parts)
+        # only a learned backward policy reads them, and it needs an env that can fill them in
+        with_bwd = any(p.backward_actions is not None for p in parts) and (
+            all(p.backward_actions is not None for p in parts) or hasattr(env, "backward_actions"))
 
         def pad(x: Tensor, value, dim: int) -> Tensor:
             shape = list(x.shape)

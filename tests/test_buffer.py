@@ -1,4 +1,5 @@
 """Backward trajectories, the replay buffer / offline dataset, and the sample database."""
+import math
 import sqlite3
 
 import pytest
@@ -155,6 +156,19 @@ def test_replay_buffer_mixes_stored_and_fresh_trajectories():
     tr = L.Trainer(env, gfn, L.QED(), cfg, callbacks=[lambda t, b, m: sizes.append((b.num_sampled, len(b.trajectories)))])
     tr.train(progress=False)
     assert sizes == [(8, 8), (6, 8), (6, 8)] and len(tr.buffer) == 20
+
+
+def test_replay_on_an_env_without_backward_actions():
+    # AtomEnv has no backward_actions: mixing replayed (backward) and fresh trajectories once
+    # asked it to fill them in for the fresh part and crashed on the second step
+    env = L.AtomEnv(("C", "N", "O"), max_atoms=4)
+    torch.manual_seed(0)
+    gfn = L.TemperatureGFlowNet.build(env, L.ModelConfig(hidden=16, num_layers=1, heads=2))
+    cfg = L.TrainConfig(steps=3, batch_size=8, replay_capacity=100, replay_fraction=0.25, tensorboard=False)
+    sizes = []
+    tr = L.Trainer(env, gfn, L.QED(), cfg, callbacks=[lambda t, b, m: sizes.append((b.num_sampled, len(b.trajectories)))])
+    metrics = tr.train(progress=False)
+    assert sizes == [(8, 8), (6, 8), (6, 8)] and all(math.isfinite(m["loss"]) for m in metrics)
 
 
 def test_sample_db_is_wal_and_truncates(tmp_path):
