@@ -1,6 +1,6 @@
 """lgfn_graph: temperature-conditional GFlowNets with logit scaling on PyTorch Geometric."""
 from . import distributed, exact, metrics
-from .betas import BETA_DISTRIBUTIONS, BetaSampler, check_beta
+from .betas import BETA_DISTRIBUTIONS, BetaRangeWarning, BetaSampler, check_beta
 from .categorical import ActionType, GraphActionCategorical
 from .buffer import ReplayBuffer
 from .checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
@@ -12,7 +12,11 @@ from .evaluate import sample_molecules, temperature_sweep
 from .fragments import Fragment, FragmentLibrary, FragmentLibraryError
 from .losses import OBJECTIVES, detailed_balance, subtrajectory_balance, trajectory_balance
 from .policy import BackwardPolicy, ModelConfig, Policy, StateFlow, TemperatureGFlowNet
+from .proxy_base import ProxyError
+from .pyg import SampleData, SampleDataset, rows_to_data, sample_pyg, smiles_to_data
 from .featurize import FeaturizeError, mol_to_graph
+from .gnn_proxy import GNNProxy, HoldoutReport, fit_gnn_proxy, load_proxy_reward
+from .graph_reward import GraphModelReward
 from .metrics import ModeTracker, correlations, log_likelihood, temperature_response, top_k_diversity, top_k_reward
 from .rewards import (QED, LogP, MolecularWeightWindow, Product, RewardError, RewardFn, RewardResult, SmilesReward,
                       SyntheticAccessibility, WeightedSum, Window, log_reward, qed_sa, score_molecules)
@@ -28,12 +32,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActionType", "AtomEnv", "AtomStates", "BackwardPolicy", "BETA_DISTRIBUTIONS", "BetaEmbedding", "BetaEncoding",
-    "BetaSampler", "build_task", "check_beta", "CheckpointError", "ConfigError", "correlations", "DatasetError",
+    "BetaRangeWarning", "BetaSampler", "build_task", "check_beta", "CheckpointError", "ConfigError", "correlations",
+    "DatasetError",
     "detailed_balance", "distributed", "EvalConfig", "exact", "FeaturizeError", "Fragment", "FragmentEnv", "FragmentLibrary",
-    "FragmentLibraryError", "FragmentStates", "from_dict", "GraphActionCategorical", "load_checkpoint",
+    "FragmentLibraryError", "FragmentStates", "from_dict", "fit_gnn_proxy", "GNNProxy", "GraphModelReward",
+    "HoldoutReport", "load_proxy_reward", "ProxyError", "GraphActionCategorical", "load_checkpoint",
     "load_config", "load_model", "load_seh_proxy", "log_likelihood", "log_reward", "LogitScaler", "LogP", "LogZ",
     "metrics", "ModelConfig", "ModeTracker", "mol_to_graph", "MolecularWeightWindow", "MoleculeDataset", "Objective", "OBJECTIVES",
     "Policy", "Product", "QED", "qed_sa", "read_molecule_csv", "Replay", "replay", "ReplayBuffer", "RewardError",
+    "rows_to_data", "sample_pyg", "SampleData", "SampleDataset", "smiles_to_data",
     "RewardFn", "RewardResult", "RowIssue", "RunConfig", "RunFolderBusy", "RunFolderError", "RunFolderLock",
     "sample_and_evaluate", "sample_backward_trajectories", "sample_molecules",
     "sample_trajectories", "SampleDB", "save_checkpoint", "score_molecules", "SEHProxy", "SEHProxyError",
@@ -46,7 +53,7 @@ __all__ = [
 
 def __getattr__(name):
     # the scikit-learn proxy is imported on first use: scikit-learn adds ~1 s to every import
-    if name in ("FingerprintProxy", "CVReport", "ProxyError"):
+    if name in ("FingerprintProxy", "CVReport"):
         from . import proxy
         return getattr(proxy, name)
     raise AttributeError(f"module 'lgfn_graph' has no attribute {name!r}")

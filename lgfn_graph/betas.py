@@ -1,7 +1,9 @@
-"""Inverse temperatures ``beta``: validation and the distributions training draws them from."""
+"""Inverse temperatures ``beta``: validation, the distributions training draws them from, and
+the warning when a model is sampled far outside the range it was trained on."""
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,3 +132,45 @@ def check_sampler(obj, name: str, *, optional: bool = False) -> None:
     if not isinstance(value, BetaSampler):
         raise FieldError(obj, name, f"must be a BetaSampler or a number{' or None' if optional else ''}, got {value!r}")
     setattr(obj, name, value)
+
+
+# Sampling warns below low / FAR_FROM_TRAINING or above high * FAR_FROM_TRAINING of the trained
+# range: a little past it is the extrapolation logit scaling is meant for (the default U[1, 32]
+# is evaluated up to 64), far past it the policy is untested.
+FAR_FROM_TRAINING = 2.0
+
+
+class BetaRangeWarning(UserWarning):
+    """A model is sampled at a beta far outside the range it was trained on."""
+
+
+def trained_range(beta) -> tuple[float, float] | None:
+    """The ``(low, high)`` of a training beta: a :class:`BetaSampler`, its dict (as a checkpoint
+    records it) or a number (a constant). ``None`` when ``beta`` is none of these."""
+    if is_number(beta):
+        return float(beta), float(beta)
+    if isinstance(beta, BetaSampler):
+        return float(beta.low), float(beta.high)
+    if isinstance(beta, dict) and is_number(beta.get("low")):
+        constant = beta.get("kind") == "constant" or not is_number(beta.get("high"))
+        return float(beta["low"]), float(beta["low"] if constant else beta["high"])
+    return None
+
+
+def warn_if_far_from_training(gfn, betas) -> None:
+    """Warn (:class:`BetaRangeWarning`) if any of ``betas`` lies outside ``[low / 2, 2 * high]``
+    (:data:`FAR_FROM_TRAINING`) of ``gfn.trained_beta_range``: once per model, so a sweep or a
+    batched draw says it once. Silent where the range is unknown (``None``: a model neither
+    trained by a :class:`~lgfn_graph.Trainer` nor loaded by :func:`~lgfn_graph.load_model`)."""
+    rng = getattr(gfn, "trained_beta_range", None)
+    if rng is None or getattr(gfn, "_warned_beta_range", False):
+        return
+    low, high = rng
+    far = sorted({float(b) for b in betas if not low / FAR_FROM_TRAINING <= float(b) <= high * FAR_FROM_TRAINING})
+    if far:
+        gfn._warned_beta_range = True
+        trained = f"beta {low:g}" if low == high else f"beta in [{low:g}, {high:g}]"
+        warnings.warn(f"sampling at beta {', '.join(f'{b:g}' for b in far)}, far outside the training range: the "
+                      f"model was trained at {trained}, and beyond [{low / FAR_FROM_TRAINING:g}, "
+                      f"{high * FAR_FROM_TRAINING:g}] its samples are an untested extrapolation",
+                      BetaRangeWarning, stacklevel=3)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import hashlib
 import io
 import pickle
+import re
+import struct
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
@@ -11,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .envs import AtomEnv, FragmentEnv
+from .betas import trained_range
 from .fragments import FragmentLibrary
 from .io import atomic_write
 from .policy import ModelConfig, TemperatureGFlowNet
@@ -68,8 +71,9 @@ def save_checkpoint(path: str | Path, gfn: TemperatureGFlowNet, env, step: int,
         f.write(outer.getvalue())
 
 
-_READ_ERRORS = (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError,
-                AttributeError, IndexError, TypeError, UnicodeDecodeError, MemoryError)
+# struct.error: what the restricted unpickler raises on a file of a few bytes
+READ_ERRORS = (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError,
+                AttributeError, IndexError, TypeError, UnicodeDecodeError, MemoryError, struct.error)
 
 # what a payload must hold, and the type of each entry (``None`` allowed where optional)
 _PAYLOAD_KEYS = {"step": int, "model_config": dict, "env": dict, "model": dict}
@@ -77,28 +81,32 @@ _OPTIONAL_KEYS = {"optimizer": dict, "generator": torch.Tensor, "torch_rng": tor
                   "training": dict}
 
 
-def _restricted_load(source, path: Path, what: str):
+def restricted_load(source, path: Path, what: str):
     """``torch.load`` with ``weights_only=True``: tensors and plain Python data only, so a crafted
     file cannot run code. Anything else is refused with the culprit named."""
     try:
         return torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        reason = _unpickler_reason(str(e))
+        reason = unpickler_refusal(str(e))
         if reason is not None:
             raise CheckpointError(f"{path}: refusing to load {what}: it holds Python objects a checkpoint never "
                                   f"holds, and unpickling them could run code ({reason})") from None
         raise CheckpointError(f"{path}: truncated or corrupted {what} (UnpicklingError: {e})") from None
-    except _READ_ERRORS as e:
+    except READ_ERRORS as e:
         raise CheckpointError(f"{path}: truncated or corrupted {what} ({type(e).__name__}: {e})") from None
 
 
-def _unpickler_reason(message: str) -> str | None:
+def unpickler_refusal(message: str) -> str | None:
     """The restricted unpickler's own reason (e.g. ``Unsupported global: GLOBAL posix.system``),
     or ``None`` when the error is not a refusal."""
     for line in message.splitlines():
         if "WeightsUnpickler error:" in line:
             reason = line.split("WeightsUnpickler error:", 1)[1].strip().split(". ")[0]
             return reason.replace(" was not an allowed global by default", "")
+        # torch's wording for a global of a module it blocks outright (os, posix, subprocess, ...)
+        blocked = re.match(r"\s*Trying to load unsupported (GLOBAL \S+) whose module (\S+) is blocked", line)
+        if blocked:
+            return f"{blocked[1]}, module {blocked[2]} is blocked"
     return None
 
 
@@ -114,7 +122,7 @@ def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    outer = _restricted_load(path, path, "checkpoint")
+    outer = restricted_load(path, path, "checkpoint")
     if not isinstance(outer, dict) or outer.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an lgfn_graph checkpoint")
     if outer.get("format_version") != FORMAT_VERSION:
@@ -123,7 +131,7 @@ def load_checkpoint(path: str | Path) -> dict:
     payload = outer.get("payload")
     if not isinstance(payload, bytes) or hashlib.sha256(payload).hexdigest() != outer.get("sha256"):
         raise CheckpointError(f"{path}: corrupted checkpoint (checksum mismatch)")
-    state = _restricted_load(io.BytesIO(payload), path, "checkpoint payload")
+    state = restricted_load(io.BytesIO(payload), path, "checkpoint payload")
     _check_payload(path, state)
     return state
 
@@ -185,7 +193,19 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Te
                                                  "load_state_dict(load_checkpoint(path)['model']))")
         raise CheckpointError(f"{path}: weights do not fit the model it describes: {misfit}{hint}")
     gfn.load_state_dict(state["model"])
+    gfn.trained_beta_range = _trained_beta_range(state)
     return gfn.to(device), env, state
+
+
+def _trained_beta_range(state: dict) -> tuple[float, float] | None:
+    """The ``(low, high)`` of the loss's beta the checkpoint's run trained at: from the Trainer's
+    ``train_config``, else the run config of ``lgfn train``; ``None`` if neither records it."""
+    extra = state.get("extra") or {}
+    for train in (extra.get("train_config"), (extra.get("run_config") or {}).get("train")):
+        found = trained_range(train.get("beta")) if isinstance(train, dict) else None
+        if found is not None:
+            return found
+    return None
 
 
 def _misfit(model: dict, saved: dict) -> str:

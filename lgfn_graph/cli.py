@@ -14,20 +14,24 @@ import importlib
 import pkgutil
 import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 from .checkpoint import CheckpointError, load_model
 from .config import ConfigError, RunConfig, from_dict, load_config
+from .datasets import DatasetError
 from .evaluate import sample_molecules, temperature_sweep
 from .featurize import FeaturizeError
 from .fragments import FragmentLibraryError
 from .io import atomic_write, write_csv
 from .nn import BackboneContractError, BackboneError
+from .proxy_base import ProxyError
+from .proxy_cli import add_fit_arguments, fit_proxy
 from .run import format_summary, parse_betas, train_and_sweep
 from .runfolder import RunFolderError
 from .seh_proxy import SEHProxyError, WeightsUnavailableError
-from .task import TASKS, TaskConfig, build_reward
+from .task import TASKS, TaskConfig, build_reward, reward_name
 
 STUDIES_PACKAGE = "lgfn_graph.studies"
 
@@ -37,7 +41,7 @@ class UsageError(Exception):
 
 
 USER_ERRORS = (UsageError, ConfigError, CheckpointError, FragmentLibraryError, FeaturizeError, SEHProxyError, WeightsUnavailableError,
-               RunFolderError, BackboneError, BackboneContractError)
+               RunFolderError, BackboneError, BackboneContractError, DatasetError, ProxyError)
 
 # the file system refusing a write (a full disk, no permission, a file where a folder should be):
 # the user's to fix, not a bug
@@ -52,13 +56,27 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
+    def parse_args(self, args=None, namespace=None):
+        # argparse gives train's key=value positional only its first run of values, so overrides
+        # after an option (train a=1 --out X b=2) come back unparsed: they are overrides too, in order
+        ns, extra = self.parse_known_args(args, namespace)
+        takes_overrides = isinstance(getattr(ns, "overrides", None), list)
+        unknown = [a for a in extra if a.startswith("-") or not takes_overrides]
+        if unknown:
+            self.error(f"unrecognized arguments: {' '.join(unknown)}")
+        if extra:
+            ns.overrides += extra
+        return ns
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``lgfn`` with ``argv`` (default: the process's arguments); returns the exit status."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        return args.command(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_line  # restored on leaving: main also runs in-process
+            return args.command(args)
     except USER_ERRORS as e:
         return _error(str(e))
     except OSError as e:
@@ -75,6 +93,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _error(message: str) -> int:
     print(f"lgfn: error: {' '.join(message.split())}", file=sys.stderr)
     return 2
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning during a command (a beta far outside the trained range, another task's reward)
+    as one line, like errors, without the source line Python would print under it."""
+    _warn(str(message))
+
+
+def _warn(message: str) -> None:
+    print(f"lgfn: warning: {' '.join(message.split())}", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,14 +136,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", help="where the model trains: cpu, cuda or cuda:K (overrides train.device; under "
                                     "torchrun, cuda is each process's own GPU)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.add_argument("overrides", nargs="*", metavar="key=value", help="configuration overrides, applied in order")
+    t.add_argument("overrides", nargs="*", metavar="key=value", help="configuration overrides, applied in order; before, between or after the options")
     t.set_defaults(command=train)
 
     s = sub.add_parser("sample", help="sample molecules from a checkpoint at one beta")
     _checkpoint_args(s)
     s.add_argument("--beta", type=_beta, required=True, help="inverse temperature (> 0)")
     s.add_argument("--n", type=_positive, default=100, help="molecules to sample (default 100)")
-    s.add_argument("--out", help="CSV to write (default: standard output)")
+    s.add_argument("--out", help="file to write: CSV (default: standard output) or, with --format pyg, the "
+                                 "PyG dataset (.pt)")
+    s.add_argument("--format", choices=["csv", "pyg"], default="csv",
+                   help="csv (default) or pyg: atom-level PyG graphs with y = reward, beta and smiles, read back "
+                        "with lgfn_graph.SampleDataset.from_file (needs --out)")
+    s.add_argument("--fragment-graph", action="store_true",
+                   help="with --format pyg: also store each molecule's fragment tree (frag_x, frag_edge_index, "
+                        "frag_edge_attr)")
     s.add_argument("--grid", help="PNG to draw the best distinct molecules into, rewards as legends")
     s.add_argument("--top", type=_positive, default=12, help="molecules in the grid (default 12)")
     s.set_defaults(command=sample)
@@ -135,6 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("name", help="the study")
     st.add_argument("args", nargs=argparse.REMAINDER, help="the study's own arguments")
     st.set_defaults(command=study)
+
+    px = sub.add_parser("proxy", help="fit a proxy reward on a CSV of molecules and scores")
+    fit = px.add_subparsers(title="commands", required=True, metavar="COMMAND").add_parser(
+        "fit", help="fit a GNN or fingerprint proxy, print its held-out score, save it",
+        description="Fit a proxy on a CSV (SMILES and value columns; bad rows skipped and counted), print "
+                    "its held-out (gnn) or cross-validated (fingerprint) RMSE, R^2 and Spearman, and save "
+                    "it with --out; train on it with task.reward_model=FILE.")
+    add_fit_arguments(fit)
+    fit.set_defaults(command=fit_proxy)
     return p
 
 
@@ -204,20 +248,45 @@ def train(args: argparse.Namespace) -> int:
 
 
 def sample(args: argparse.Namespace) -> int:
+    if args.format == "pyg" and args.out is None:
+        raise UsageError("--format pyg needs --out FILE.pt (PyG data does not go to standard output)")
+    if args.fragment_graph and args.format != "pyg":
+        raise UsageError("--fragment-graph needs --format pyg")
     gfn, env, state = load_model(args.checkpoint, args.device)
     reward = build_reward(_task_config(args, state))
-    rows = sample_molecules(gfn, env, reward, args.beta, args.n, seed=args.seed)
-    if args.out is None:
-        w = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    if args.format == "pyg":
+        rows = _sample_pyg(args, gfn, env, reward)
     else:
-        write_csv(args.out, rows)
-        mean = sum(r["reward"] for r in rows) / len(rows)
-        print(f"{len(rows)} molecules at beta {args.beta:g} (mean reward {mean:.3f}) in {args.out}")
+        rows = sample_molecules(gfn, env, reward, args.beta, args.n, seed=args.seed)
+        if args.out is None:
+            w = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        else:
+            write_csv(args.out, rows)
+            mean = sum(r["reward"] for r in rows) / len(rows)
+            print(f"{len(rows)} molecules at beta {args.beta:g} (mean reward {mean:.3f}) in {args.out}")
     if args.grid is not None:
         draw_top(rows, args.top, args.grid)
     return 0
+
+
+def _sample_pyg(args: argparse.Namespace, gfn, env, reward) -> list[dict]:
+    """``lgfn sample --format pyg``: write the samples as a :class:`~lgfn_graph.pyg.SampleDataset`
+    and print one line; returns their rows (SMILES and reward) for ``--grid``."""
+    from .envs import FragmentEnv
+    from .pyg import SampleDataset, sample_pyg
+
+    if args.fragment_graph and not isinstance(env, FragmentEnv):
+        raise UsageError(f"--fragment-graph needs a fragment-based checkpoint; {args.checkpoint} builds molecules "
+                         f"with {type(env).__name__}")
+    data = sample_pyg(gfn, env, reward, args.beta, args.n, seed=args.seed, fragment_graph=args.fragment_graph)
+    SampleDataset.save(data, args.out)
+    mean = sum(float(d.y) for d in data) / len(data)
+    atoms = sum(d.num_nodes for d in data) / len(data)
+    print(f"{len(data)} molecules at beta {args.beta:g} (mean reward {mean:.3f}, {atoms:.1f} atoms on average) "
+          f"as PyG data{' with fragment graphs' if args.fragment_graph else ''} in {args.out}")
+    return [{"smiles": d.smiles, "reward": float(d.y)} for d in data]
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -246,15 +315,23 @@ def _resumed_config(folder: Path, config: str | None, overrides: list[str]) -> R
 
 def _task_config(args: argparse.Namespace, state: dict) -> TaskConfig:
     """The task whose reward scores a checkpoint's samples: ``--task``, ``--config``, or the run
-    configuration recorded in the checkpoint."""
-    if args.task is not None:
-        return TaskConfig(args.task)
-    if args.config is not None:
-        return load_config(args.config).task
+    configuration recorded in the checkpoint. One warning line where the first two score with
+    another reward than the recorded run was trained on."""
     recorded = state["extra"].get("run_config")
-    if recorded is None:
-        raise UsageError(f"{args.checkpoint} does not record its task: pass --task NAME or --config FILE")
-    return from_dict(TaskConfig, recorded["task"], "task")
+    if args.task is None and args.config is None:
+        if recorded is None:
+            raise UsageError(f"{args.checkpoint} does not record its task: pass --task NAME or --config FILE")
+        return from_dict(TaskConfig, recorded["task"], "task")
+    task = TaskConfig(args.task) if args.task is not None else load_config(args.config).task
+    try:
+        trained = from_dict(TaskConfig, recorded["task"], "task") if recorded is not None else None
+    except ValueError:  # a task this version cannot read: nothing to compare with
+        trained = None
+    if trained is not None and reward_name(task) != reward_name(trained):
+        # the policy still samples what it learned; only the scores come from another reward
+        _warn(f"scoring with the reward of task {task.name!r} ({reward_name(task)}), but {args.checkpoint} was "
+              f"trained on task {trained.name!r} (reward {reward_name(trained)})")
+    return task
 
 
 def draw_top(rows: list[dict], k: int, path: str | Path) -> None:

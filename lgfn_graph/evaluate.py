@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 
-from .betas import check_beta
+from .betas import check_beta, warn_if_far_from_training
 from .io import atomic_write, write_csv
 from .rewards import RewardFn, log_reward
 from .sampler import sample_trajectories
@@ -19,18 +19,33 @@ def sample_molecules(gfn, env, reward: RewardFn, beta: float, n: int, batch_size
 
     Returns one dict per molecule: ``beta``, ``smiles``, ``reward``, ``num_fragments``.
     """
-    check_beta(beta)
-    g = torch.Generator().manual_seed(seed)
     rows = []
-    while len(rows) < n:
-        b = min(batch_size, n - len(rows))
+    for states, r, smiles in sample_batches(gfn, env, reward, beta, n, batch_size, seed):
+        rows += [{"beta": float(beta), "smiles": s, "reward": float(x), "num_fragments": int(k)}
+                 for s, x, k in zip(smiles, r.tolist(), states.n.tolist())]
+    return rows
+
+
+@torch.no_grad()
+def sample_batches(gfn, env, reward: RewardFn, beta: float, n: int, batch_size: int = 128,
+                   seed: int = 0) -> Iterator[tuple[object, torch.Tensor, list[str]]]:
+    """Draw ``n`` terminal states from the policy at ``beta`` (no exploration), ``batch_size`` at
+    a time; the draws of :func:`sample_molecules` and :func:`lgfn_graph.pyg.sample_pyg`.
+
+    Yields, per batch of ``b`` states: the env's terminal states, their rewards ``[b]`` and
+    their canonical SMILES (``b`` strings). A ``beta`` far outside the model's training range
+    warns once per model (:func:`lgfn_graph.betas.warn_if_far_from_training`).
+    """
+    check_beta(beta)
+    warn_if_far_from_training(gfn, [beta])
+    g = torch.Generator().manual_seed(seed)
+    done = 0
+    while done < n:
+        b = min(batch_size, n - done)
         traj = sample_trajectories(gfn, env, torch.full((b,), float(beta)), 0.0, g)
         mols = [env.to_mol(traj.terminal, i) for i in range(b)]
-        r = log_reward(reward, mols, floor=0.0).exp()
-        smiles = env.to_smiles(traj.terminal)
-        rows += [{"beta": float(beta), "smiles": s, "reward": float(x), "num_fragments": int(k)}
-                 for s, x, k in zip(smiles, r.tolist(), traj.terminal.n.tolist())]
-    return rows
+        yield traj.terminal, log_reward(reward, mols, floor=0.0).exp(), env.to_smiles(traj.terminal)
+        done += b
 
 
 def temperature_sweep(gfn, env, reward: RewardFn, betas: Sequence[float], n: int, out_dir: str | Path,
@@ -38,6 +53,7 @@ def temperature_sweep(gfn, env, reward: RewardFn, betas: Sequence[float], n: int
     """Sample ``n`` molecules at each beta; write ``samples.csv``, ``summary.csv`` and
     ``mean_reward_vs_beta.png`` into ``out_dir``. Returns the summary rows."""
     out = Path(out_dir)
+    warn_if_far_from_training(gfn, betas)  # first, so that one warning names every far beta
     rows, summary = [], []
     for b in betas:
         got = sample_molecules(gfn, env, reward, b, n, seed=seed)

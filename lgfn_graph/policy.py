@@ -263,6 +263,9 @@ class TemperatureGFlowNet(nn.Module):
         self.config = config
         self.backward_policy = backward_policy
         self.state_flow = state_flow
+        # (low, high) of the loss's beta in training, set by Trainer and load_model; not a weight,
+        # read only by sampling's far-from-training warning (betas.warn_if_far_from_training)
+        self.trained_beta_range: tuple[float, float] | None = None
 
     @classmethod
     def build(cls, env, config: ModelConfig | None = None) -> "TemperatureGFlowNet":

@@ -1,7 +1,9 @@
 """A proxy reward: a scikit-learn regressor on Morgan fingerprints, fitted to a user's scores.
 
-Measure a proxy's cross-validated accuracy on a CSV (and save it) from the command line::
+Measure a proxy's cross-validated accuracy on a CSV (and save it) from the command line
+(``--kind gnn`` fits a :class:`~lgfn_graph.gnn_proxy.GNNProxy` instead; see :mod:`lgfn_graph.proxy_cli`)::
 
+    lgfn proxy fit data.csv --kind fingerprint --smiles-col Smiles --value-col "pChEMBL Value" --out proxy.pkl.gz
     python -m lgfn_graph.proxy data.csv --smiles-col Smiles --value-col "pChEMBL Value" --out proxy.pkl.gz
 """
 from __future__ import annotations
@@ -17,41 +19,33 @@ import sklearn
 import torch
 from rdkit import Chem
 from rdkit.Chem import rdFingerprintGenerator
-from scipy.stats import spearmanr
 from sklearn.base import clone
 from sklearn.ensemble import RandomForestRegressor
-from sklearn.metrics import r2_score
 from sklearn.model_selection import KFold, cross_val_predict
 from torch import Tensor
 
-from .datasets import MoleculeDataset, read_molecule_csv
+from .datasets import MoleculeDataset
+from .graph_reward import TRANSFORMS  # the output transforms of __call__, by name
 from .io import atomic_write
+from .proxy_base import ProxyError, Scores, regression_scores, training_data
+from .proxy_cli import add_fit_arguments, fit_proxy
 from .safe_pickle import UnsafePickleError, dump_gz, load_gz
 
 _FORMAT, _VERSION = "lgfn_graph.FingerprintProxy", 2  # 2: gzip pickle read by a restricted loader
-TRANSFORMS = {"relu": lambda x: x.clamp_min(0), "softplus": torch.nn.functional.softplus, "exp": torch.exp}
-"""Output transforms of :meth:`FingerprintProxy.__call__`, by name."""
-
-
-class ProxyError(ValueError):
-    """A proxy cannot be fitted, used or loaded; the message names the file or molecule."""
 
 
 @dataclass(frozen=True)
-class CVReport:
-    """Accuracy of out-of-fold predictions in ``folds``-fold shuffled cross-validation
+class CVReport(Scores):
+    """:class:`~lgfn_graph.proxy_base.Scores` (``rmse``, ``r2``, ``spearman``) of out-of-fold
+    predictions in ``folds``-fold shuffled cross-validation
     (``KFold(folds, shuffle=True, random_state=seed)``) over ``n`` molecules."""
 
-    rmse: float
-    r2: float
-    spearman: float
     n: int
     folds: int
     seed: int
 
     def __str__(self) -> str:
-        return (f"{self.folds}-fold CV on {self.n} molecules: RMSE {self.rmse:.3f}, R^2 {self.r2:.3f}, "
-                f"Spearman {self.spearman:.3f}")
+        return f"{self.folds}-fold CV on {self.n} molecules: {self.scores_text()}"
 
 
 @lru_cache(maxsize=8)
@@ -112,16 +106,7 @@ class FingerprintProxy:
         With ``cv >= 2`` first measures ``cv``-fold cross-validated RMSE, R^2 and Spearman
         into :attr:`cv_report` (``cv=None`` skips it). Returns ``self``.
         """
-        if isinstance(data, MoleculeDataset):
-            if values is not None:
-                raise ValueError("give values only with a list of molecules, not with a MoleculeDataset")
-            data, values = data.smiles, data.values
-        if values is None:
-            raise ValueError("fit needs values: one score per molecule")
-        y = np.asarray(values, dtype=np.float64)
-        if y.shape != (len(data),) or not np.isfinite(y).all():
-            raise ProxyError(f"fit needs {len(data)} finite values, got shape {y.shape} "
-                             f"with {int((~np.isfinite(y)).sum())} non-finite")
+        data, y = training_data(data, values, "fit")
         x = self.featurize(data)
         est = clone(self.estimator)
         if est.get_params().get("random_state", 0) is None:
@@ -130,8 +115,7 @@ class FingerprintProxy:
             if not 2 <= cv <= len(y):
                 raise ValueError(f"cv must be between 2 and the number of molecules ({len(y)}), got {cv}")
             pred = cross_val_predict(est, x, y, cv=KFold(cv, shuffle=True, random_state=seed))
-            self.cv_report = CVReport(float(np.sqrt(np.mean((pred - y) ** 2))), float(r2_score(y, pred)),
-                                      float(spearmanr(y, pred).statistic), len(y), cv, seed)
+            self.cv_report = CVReport(*regression_scores(y, pred), len(y), cv, seed)
         self.model = est.fit(x, y)
         return self
 
@@ -184,24 +168,10 @@ class FingerprintProxy:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Fit a random-forest proxy on a CSV, print its CV report, optionally save it."""
+    """Fit a proxy on a CSV (default: the random forest), print its score, optionally save it."""
     p = argparse.ArgumentParser(description=main.__doc__)
-    p.add_argument("csv")
-    p.add_argument("--smiles-col", default="smiles")
-    p.add_argument("--value-col", default="value")
-    p.add_argument("--cv", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-estimators", type=int, default=200)
-    p.add_argument("--out", help="save the proxy fitted on all rows here")
-    a = p.parse_args(argv)
-    data = read_molecule_csv(a.csv, a.smiles_col, a.value_col, on_error="skip")
-    print(data.summary())
-    est = RandomForestRegressor(n_estimators=a.n_estimators, max_features="sqrt", n_jobs=-1)
-    proxy = FingerprintProxy(est).fit(data, cv=a.cv, seed=a.seed)
-    print(proxy.cv_report)
-    if a.out:
-        proxy.save(a.out)
-        print(f"saved {a.out}")
+    add_fit_arguments(p, default_kind="fingerprint")
+    fit_proxy(p.parse_args(argv))
 
 
 __all__ = ["CVReport", "FingerprintProxy", "ProxyError", "TRANSFORMS"]

@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .checks import check_choice, check_device, check_int, check_path
+from .checks import FieldError, check_choice, check_device, check_int, check_path
 from .envs import FragmentEnv
 from .fragments import FragmentLibrary, FragmentLibraryError
+from .gnn_proxy import load_proxy_reward
+from .proxy_base import ProxyError
 from .rewards import QED, RewardFn, qed_sa
 from .seh_proxy import SEHReward
 
@@ -41,16 +43,21 @@ class TaskConfig:
         fragments: a fragment library JSON replacing the task's own (``seh_frag`` has none
             shipped: its default is ``$LGFN_FRAGMENTS_72``); a non-empty path or ``None``.
         max_fragments: fragments per molecule, >= 1 (``None``: the task's default).
-        reward: ``"qed_sa"``, ``"qed"`` or ``"seh"`` (``None``: the task's default).
+        reward: ``"qed_sa"``, ``"qed"``, ``"seh"`` or ``"proxy"`` (the file in ``reward_model``);
+            ``None``: ``"proxy"`` if ``reward_model`` is set, else the task's default.
+        reward_model: a proxy file written by ``lgfn proxy fit`` (either kind: a GNN ``.pt`` or
+            a fingerprint ``.pkl.gz``) whose predictions are the reward; ``reward`` must then be
+            ``None`` or ``"proxy"``. A relative path is read from the current folder.
         proxy_weights: sEH proxy weights (``None``: ``$LGFN_SEH_PROXY``, else the cache).
         proxy_device, proxy_batch_size: where (a CPU or available CUDA device) and in what
-            batches (>= 1) the sEH proxy runs.
+            batches (>= 1) the sEH proxy or the GNN of ``reward_model`` runs.
     """
 
     name: str = "qed_frag"
     fragments: str | None = None
     max_fragments: int | None = None
     reward: str | None = None
+    reward_model: str | None = None
     proxy_weights: str | None = None
     proxy_device: str = "cpu"
     proxy_batch_size: int = 256
@@ -58,8 +65,11 @@ class TaskConfig:
     def __post_init__(self):
         check_choice(self, "name", list(TASKS))
         check_choice(self, "reward", list(REWARDS), optional=True)
-        for name in ("fragments", "proxy_weights"):
+        for name in ("fragments", "reward_model", "proxy_weights"):
             check_path(self, name)
+        if self.reward_model is not None and self.reward not in (None, "proxy"):
+            raise FieldError(self, "reward_model", f"is the reward, so reward must be None or 'proxy', "
+                                                   f"got reward={self.reward!r}")
         check_int(self, "max_fragments", 1, optional=True)
         check_device(self, "proxy_device")
         check_int(self, "proxy_batch_size", 1)
@@ -94,7 +104,17 @@ REWARDS: dict[str, Callable[[TaskConfig], RewardFn]] = {
     "qed_sa": lambda cfg: qed_sa(),
     "qed": lambda cfg: QED(),
     "seh": lambda cfg: SEHReward(cfg.proxy_weights, device=cfg.proxy_device, batch_size=cfg.proxy_batch_size),
+    "proxy": lambda cfg: _proxy_reward(cfg),  # defined below
 }
+
+
+def _proxy_reward(cfg: TaskConfig) -> RewardFn:
+    # checked here, not in TaskConfig: overrides are applied one at a time, so reward=proxy may
+    # come before reward_model=FILE
+    if cfg.reward_model is None:
+        raise ProxyError("task.reward is 'proxy' but task.reward_model is not set: pass "
+                         "task.reward_model=FILE, a proxy written by lgfn proxy fit")
+    return load_proxy_reward(cfg.reward_model, cfg.proxy_device, cfg.proxy_batch_size)
 
 
 def build_env(cfg: TaskConfig) -> FragmentEnv:
@@ -105,9 +125,16 @@ def build_env(cfg: TaskConfig) -> FragmentEnv:
     return FragmentEnv(lib, max_fragments=max_fragments)
 
 
+def reward_name(cfg: TaskConfig) -> str:
+    """The name of the task's reward in :data:`REWARDS`: ``cfg.reward``, else ``"proxy"`` if
+    ``cfg.reward_model`` is set, else the task's own."""
+    return cfg.reward or ("proxy" if cfg.reward_model is not None else TASKS[cfg.name].reward)
+
+
 def build_reward(cfg: TaskConfig) -> RewardFn:
-    """The task's reward (``cfg.reward``, else the task's own); loads the sEH proxy if it is that."""
-    return REWARDS[cfg.reward or TASKS[cfg.name].reward](cfg)
+    """The task's reward (``cfg.reward``, else ``cfg.reward_model``, else the task's own); loads
+    the sEH proxy or the proxy file if it is one of those."""
+    return REWARDS[reward_name(cfg)](cfg)
 
 
 def build_task(cfg: TaskConfig) -> tuple[FragmentEnv, RewardFn]:

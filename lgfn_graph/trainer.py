@@ -19,7 +19,7 @@ from torch import nn
 from tqdm import tqdm  # tqdm.auto needs ipywidgets in notebooks
 
 from . import distributed as D
-from .betas import BetaSampler, check_sampler
+from .betas import BetaSampler, check_sampler, trained_range
 from .buffer import PRIORITIES, ReplayBuffer
 from .checks import SEED_MAX, check_bool, check_choice, check_device, check_int, check_real
 from .checkpoint import check_same_task, load_checkpoint, save_checkpoint
@@ -226,6 +226,7 @@ class Trainer:
                  out_dir: str | Path | None = None, dataset: ReplayBuffer | None = None,
                  callbacks: list[Callback] = (), extra: dict | None = None):
         self.env, self.gfn, self.reward, self.config = env, gfn, reward, config
+        gfn.trained_beta_range = trained_range(config.beta)  # for sampling's far-from-training warning
         if config.objective != "tb" and gfn.state_flow is None:
             raise ValueError(f"objective {config.objective!r} needs state flows: build the model with "
                              "ModelConfig(state_flow=True)")

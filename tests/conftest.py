@@ -21,3 +21,16 @@ def shared_data() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"public data folder {SHARED} not present")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A real 2-step tiny_frag run folder (config.yaml, checkpoint.pt, samples) from the CLI;
+    shared by every test that needs a trained checkpoint: read it, never write into it."""
+    from lgfn_graph.cli import main
+
+    out = tmp_path_factory.mktemp("tiny_run") / "run"
+    assert main(["train", "--out", str(out), "--no-progress", "task.name=tiny_frag", "model.hidden=16",
+                 "model.num_layers=1", "train.steps=2", "train.batch_size=4", "train.tensorboard=false",
+                 "eval.betas=1,4", "eval.n=4"]) == 0
+    return out

@@ -26,14 +26,10 @@ def _envelope(payload: bytes) -> dict:
             "sha256": hashlib.sha256(payload).hexdigest(), "payload": payload}
 
 
-@pytest.fixture(scope="module")
-def genuine(tmp_path_factory):
-    """A real 2-step tiny_frag run folder (config.yaml, checkpoint.pt) from the CLI."""
-    out = tmp_path_factory.mktemp("genuine") / "run"
-    assert main(["train", "--out", str(out), "--no-progress", "task.name=tiny_frag", "model.hidden=16",
-                 "model.num_layers=1", "train.steps=2", "train.batch_size=4", "train.tensorboard=false",
-                 "eval.betas=1,4", "eval.n=4"]) == 0
-    return out
+@pytest.fixture
+def genuine(tiny_run):
+    """A real 2-step tiny_frag run folder (config.yaml, checkpoint.pt) from the CLI (conftest)."""
+    return tiny_run
 
 
 def _crafted(genuine, tmp_path, where: str):
@@ -81,6 +77,30 @@ def test_the_marker_would_be_created_by_an_unrestricted_load(genuine, tmp_path):
     outer = torch.load(run / "checkpoint.pt", weights_only=True)
     torch.load(io.BytesIO(outer["payload"]), weights_only=False)
     assert marker.exists()
+
+
+class _MakesDir:
+    """Unpickling this calls ``os.mkdir``: torch blocks the whole module, in other words."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        import os
+        return os.mkdir, (self.path,)
+
+
+def test_blocked_module_and_junk_files_are_named(tmp_path):
+    marker = tmp_path / "made_by_pickle"
+    evil = tmp_path / "evil.pt"
+    torch.save({"note": _MakesDir(marker)}, evil)
+    with pytest.raises(L.CheckpointError, match=r"refusing to load.*GLOBAL (posix|nt)\.mkdir, module (posix|nt) is blocked"):
+        L.load_checkpoint(evil)
+    assert not marker.exists()
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"junk")  # the restricted unpickler fails inside struct.unpack on these four bytes
+    with pytest.raises(L.CheckpointError, match="junk.pt: truncated or corrupted"):
+        L.load_checkpoint(junk)
 
 
 def test_payload_missing_entries_or_of_wrong_type(genuine, tmp_path):

@@ -116,6 +116,46 @@ def test_evaluate_prints_the_sweep_and_writes_it(run, tmp_path, capsys):
     assert _png_size(tmp_path / "ev" / "mean_reward_vs_beta.png")[0] > 0
 
 
+def test_overrides_may_follow_options_and_a_number_means_one_beta(tmp_path, capsys):
+    out = tmp_path / "run"
+    capsys.readouterr()
+    assert main(["train", "task.name=tiny_frag", "train.steps=5", "--out", str(out), "model.hidden=16",
+                 "--no-progress", "model.num_layers=1", "train.batch_size=4", "train.tensorboard=false",
+                 "train.steps=2", "eval.n=2", "eval.betas=1", "train.beta=4"]) == 0
+    cfg = load_config(out / "config.yaml")
+    assert (cfg.task.name, cfg.model.hidden, cfg.train.steps) == ("tiny_frag", 16, 2)  # in order: 2 wins
+    assert cfg.train.beta == L.BetaSampler.constant(4.0) and cfg.eval.betas == [1.0]
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["mean_beta"] for m in metrics] == [4.0, 4.0]
+    assert [r["beta"] for r in csv.DictReader(open(out / "summary.csv"))] == ["1.0"]
+    # beta 1 is below 4 / 2: the sweep says so, on one line
+    err = capsys.readouterr().err
+    assert err.count("lgfn: warning: sampling at beta 1, far outside the training range") == 1, err
+
+
+def test_evaluate_warns_once_about_betas_far_outside_the_training_range(run, tmp_path, capsys):
+    argv = ["evaluate", "--checkpoint", str(run / "checkpoint.pt"), "--n", "1"]
+    capsys.readouterr()
+    assert main(argv + ["--betas", "0.5,16", "--out", str(tmp_path / "in")]) == 0  # U[1, 8]: [0.5, 16] is near
+    assert "warning" not in capsys.readouterr().err
+    assert main(argv + ["--betas", "0.25,4,17,100", "--out", str(tmp_path / "far")]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("lgfn: warning: sampling at beta 0.25, 17, 100, far outside") and err.count("\n") == 1, err
+    assert main(["sample", "--checkpoint", str(run / "checkpoint.pt"), "--beta", "1000", "--n", "2"]) == 0
+    assert capsys.readouterr().err.count("lgfn: warning: sampling at beta 1000, far outside") == 1
+
+
+def test_scoring_with_another_task_s_reward_warns_naming_both(run, capsys):
+    argv = ["sample", "--checkpoint", str(run / "checkpoint.pt"), "--beta", "2", "--n", "2", "--task"]
+    capsys.readouterr()
+    assert main(argv + ["tiny_frag"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert main(argv + ["qed_frag"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("lgfn: warning: scoring with the reward of task 'qed_frag' "
+                                                   "(qed_sa)") and "trained on task 'tiny_frag' (reward qed)" in err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["sample", "--checkpoint", "{tmp}/missing.pt", "--task", "tiny_frag", "--beta", "1"],
      "checkpoint not found: {tmp}/missing.pt"),
@@ -127,6 +167,9 @@ def test_evaluate_prints_the_sweep_and_writes_it(run, tmp_path, capsys):
     (["train", "--config", "{tmp}/none.yaml"], "config file not found: {tmp}/none.yaml"),
     (["trian"], "argument COMMAND: invalid choice: 'trian'"),
     (["sample", "--checkpoint", "x.pt", "--beta", "1", "--device", "gpu0"], "argument --device: not a torch device"),
+    # overrides may follow options, unknown options may not
+    (["train", "train.steps=1", "--out", "{tmp}/run", "eval.n=2", "--bogus"], "unrecognized arguments: --bogus ("),
+    (["sample", "--checkpoint", "x.pt", "--beta", "1", "stray"], "unrecognized arguments: stray"),
 ])
 def test_user_errors_print_one_line_and_exit_2(argv, message, tmp_path, capsys):
     err = _user_error(capsys, [a.format(tmp=tmp_path) for a in argv])

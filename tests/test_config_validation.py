@@ -80,7 +80,8 @@ FIELDS = {
     ("task", "name"): choices(L.TASKS),
     ("task", "fragments"): paths(),
     ("task", "max_fragments"): ints(1, optional=True),
-    ("task", "reward"): choices(("qed_sa", "qed", "seh"), optional=True),
+    ("task", "reward"): choices(("qed_sa", "qed", "seh", "proxy"), optional=True),
+    ("task", "reward_model"): paths(),
     ("task", "proxy_weights"): paths(),
     ("task", "proxy_device"): DEVICE,
     ("task", "proxy_batch_size"): ints(1),
@@ -190,6 +191,8 @@ def valid_run_data(draw) -> dict:
     if model["encoding_high"] <= model["encoding_low"]:
         model["encoding_high"] = model["encoding_low"] * 2
     beta["high"] = max(beta["high"], beta["low"])
+    if data["task"]["reward_model"] is not None and data["task"]["reward"] not in (None, "proxy"):
+        data["task"]["reward"] = draw(st.sampled_from([None, "proxy"]))  # the model file is the reward
     data["train"]["beta"] = draw(st.sampled_from([data["train"]["beta"], beta]))
     return data
 
