@@ -333,6 +333,33 @@ def test_beta_ranges_report_rows_and_recorded_l1_is_the_trained_models(ranges_st
             math.log10(max(result["grad_medians_end"]) / min(result["grad_medians_end"])))
 
 
+def test_a_diverged_run_is_recorded_and_reported(tmp_path, monkeypatch):
+    """Training that stops on persistently non-finite gradients is a result: its later
+    checkpoints repeat the L1 of the model it stopped with, and the table says so."""
+
+    class DivergesAfterFour(BR.Trainer):
+        def update(self, batch):
+            if self.step == 4:
+                raise FloatingPointError("step 5: 10 steps in a row skipped as non-finite")
+            return super().update(batch)
+
+    monkeypatch.setattr(BR, "Trainer", DivergesAfterFour)
+    out = tmp_path / "study"
+    assert BR.main(["--quick", "--out", str(out), "--no-progress", "--modes", "logit", "ranges=[64]"]) == 0
+    folder = RunSpec("logit", 0).folder(out / "range_1_64")
+    result = json.loads((folder / RESULT_FILE).read_text())
+    assert result["diverged_at"] == 4 and result["steps"] == [0, 3, 6]
+    cfg = BR.BetaRangesConfig(task=TaskConfig(name="tiny_frag"))
+    task = BR.ExactTask.build(cfg.task, cfg.train.log_reward_floor)
+    gfn, env, state = L.load_model(folder / "checkpoint.pt")
+    with torch.no_grad():
+        stopped = L.exact.l1_distance(gfn, env, task.space, task.log_reward, result["betas"]).tolist()
+    assert state["step"] == 4 and result["l1"][2] == pytest.approx(stopped, abs=1e-6)
+    assert "logit (diverged: 1 of 1)" in (out / "beta_ranges.md").read_text()
+    rows = _csv(out / "beta_ranges.csv")
+    assert {r["diverged"] for r in rows} == {"1"}
+
+
 def test_per_trajectory_gradient_norm_is_that_of_each_trajectory_alone():
     """The norms of one batched computation equal those of each trajectory's loss on its own."""
     cfg = BR.BetaRangesConfig(task=TaskConfig(name="tiny_frag"))

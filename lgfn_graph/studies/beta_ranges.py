@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 from .. import exact
 from ..betas import BetaSampler, check_beta
 from ..config import ConfigError
-from ..io import atomic_write, write_csv
+from ..files import atomic_write, write_csv
 from ..policy import ModelConfig, TemperatureGFlowNet
 from ..rewards import score_molecules
 from ..sampler import sample_trajectories
@@ -197,7 +197,8 @@ def train_run(cfg: BetaRangesConfig, task: ExactTask, high: float, spec: RunSpec
               progress: bool = True) -> dict:
     """Train one (range, mode, seed) run and return its results: ``l1`` (``[checkpoint][beta]``,
     with step 0 first), ``steps``, ``betas``, the gradient-norm spread and medians at ``init``
-    and ``end``, and ``wall_seconds``."""
+    and ``end``, ``wall_seconds``, and ``diverged_at``: the step at which training stopped on
+    persistently non-finite gradients (later checkpoints then repeat that model's L1), or ``None``."""
     torch.manual_seed(spec.seed)
     gfn = TemperatureGFlowNet.build(task.env, replace(cfg.model, conditioning=spec.conditioning))
     tc = cfg.range_train_config(high, spec)
@@ -213,12 +214,21 @@ def train_run(cfg: BetaRangesConfig, task: ExactTask, high: float, spec: RunSpec
     trainer = Trainer(task.env, gfn, task.reward, replace(tc, steps=cfg.checkpoints[-1]), folder,
                       callbacks=[measure])
     t0 = time.perf_counter()
-    trainer.train(progress=progress)
+    diverged_at = None
+    try:
+        trainer.train(progress=progress)
+    except FloatingPointError as e:
+        # a run whose gradients stay non-finite is a result, not a crash: the trainer keeps the
+        # parameters from before those steps, and the model stays there for the later checkpoints
+        diverged_at = trainer.step
+        trainer.save()  # the model it stopped with, for inspection
+        print(f"{folder}: diverged at step {diverged_at} ({' '.join(str(e).split())[:200]})", file=sys.stderr)
+        l1 += [_l1(gfn, task, betas)] * (len(cfg.checkpoints) + 1 - len(l1))
     wall = time.perf_counter() - t0
     spread1, med1 = grad_norm_spread(gfn, task, tc, betas, cfg.grad_trajectories, spec.seed + 20_000)
     return {"steps": [0, *cfg.checkpoints], "betas": betas, "l1": l1, "grad_spread_init": spread0,
             "grad_spread_end": spread1, "grad_medians_init": med0, "grad_medians_end": med1,
-            "wall_seconds": wall}
+            "wall_seconds": wall, "diverged_at": diverged_at}
 
 
 def _l1(gfn, task: ExactTask, betas: Sequence[float]) -> list[float]:
@@ -246,6 +256,7 @@ def summarise(cfg: BetaRangesConfig, by_range: dict[float, list[dict]]) -> list[
                     row[f"grad_spread_{when}_mean"], row[f"grad_spread_{when}_std"] = R.mean_std(
                         [r[f"grad_spread_{when}"] for r in mine])
                 row["wall_seconds_mean"], row["wall_seconds_std"] = R.mean_std([r["wall_seconds"] for r in mine])
+                row["diverged"] = sum(r.get("diverged_at") is not None for r in mine)
                 rows.append(row)
     return rows
 
@@ -269,7 +280,9 @@ def write_report(cfg: BetaRangesConfig, by_range: dict[float, list[dict]], comma
              "betas spread log-evenly over the range (0 exact, 2 disjoint); mean ± standard deviation over seeds "
              f"{', '.join(map(str, cfg.seeds))}. Gradient spread: log10(max/min) over those betas of the median "
              f"per-trajectory gradient norm of the policy ({cfg.grad_trajectories} on-policy trajectories per beta), "
-             "at initialisation and after training."]
+             "at initialisation and after training. A run whose gradients stay non-finite for "
+             f"{t.max_skipped_steps} steps in a row stops there (\"diverged\"); its later checkpoints repeat the "
+             "L1 of the model it stopped with."]
     for high, results in by_range.items():
         mine = [r for r in rows if r["range_high"] == high]
         steps = sorted({r["step"] for r in mine})
@@ -282,6 +295,8 @@ def write_report(cfg: BetaRangesConfig, by_range: dict[float, list[dict]], comma
                 continue
             last = rs[-1]
             note = "" if last["seeds"] == len(cfg.seeds) else f" ({last['seeds']} of {len(cfg.seeds)} seeds)"
+            if last["diverged"]:
+                note += f" (diverged: {last['diverged']} of {last['seeds']})"
             body.append([c + note, *[R.cell(r["mean_l1_mean"], r["mean_l1_std"], 3) for r in rs],
                          R.cell(last["l1_low_mean"], last["l1_low_std"], 3),
                          R.cell(last["l1_high_mean"], last["l1_high_std"], 3),
