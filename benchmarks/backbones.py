@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import lgfn_graph as L  # noqa: E402
-from benchmarks.train_step import (DEFAULT_LIB, machine, markdown_table, parse_args, summarize,  # noqa: E402
+from benchmarks.train_step import (DEFAULT_LIB, machine, dict_table, parse_args, summarize,  # noqa: E402
                                    time_interleaved)
 
 QUICK = {"hidden": 16, "layers": 1, "batch_size": 4, "steps": 1, "warmup": 1}
@@ -68,7 +68,7 @@ def main(argv=None):
              f"{a.warmup} warm-up steps, the backbones' steps interleaved.", ""]
     if a.note:
         lines += [f"**Note:** {a.note}", ""]
-    lines += markdown_table(rows, head)
+    lines += dict_table(rows, head)
     lines += ["", "`net_step_s`: a training step without the reward (sampling with gradients, loss, backward, "
               "Adam). Each backbone samples its own trajectories, so the states a step visits differ: "
               "`net_ms_per_state` divides by them, and `vs_default` is that against the default "
@@ -78,7 +78,7 @@ def main(argv=None):
     text = "\n".join(lines) + "\n"
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    with L.io.atomic_write(out / "backbones.md") as f:
+    with L.files.atomic_write(out / "backbones.md") as f:
         f.write(text)
     print(text)
 

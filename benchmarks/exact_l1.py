@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import lgfn_graph as L  # noqa: E402
-import lgfn_graph.io  # noqa: E402,F401
+import lgfn_graph.files  # noqa: E402,F401
 from lgfn_graph import exact  # noqa: E402
 from tasks.tiny_frag import make_task  # noqa: E402
 
@@ -73,29 +73,25 @@ def main(argv=None):
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     cols = [str(b) for b in EVAL_BETAS]
-    L.io.write_csv(out / "exact_l1.csv", rows)
+    L.files.write_csv(out / "exact_l1.csv", rows)
     mean = {v.name: [sum(r[c] for r in rows if r["variant"] == v.name) / a.seeds for c in cols] for v in VARIANTS}
     head = (f"# Exact L1 to R(x)^beta / Z(beta) on tiny_frag ({datetime.date.today()}, {platform.machine()}, "
             f"torch {torch.__version__})\n\n`python benchmarks/exact_l1.py --steps {a.steps} --seeds {a.seeds}`: "
             f"{a.steps} TB steps of batch 32 per variant, beta ~ log-uniform{list(TRAIN_RANGE)} (bold: inside the "
             f"training range), 3x64 graph transformer, mean over {a.seeds} seed(s). 0 is exact, 2 is disjoint.\n\n")
-    lines = ["| variant | " + " | ".join((f"**{c}**" if TRAIN_RANGE[0] <= float(c) <= TRAIN_RANGE[1] else c)
-                                          for c in cols) + " |",
-             "|---" * (len(cols) + 1) + "|"]
-    lines += [f"| {name} | " + " | ".join(f"{x:.3f}" for x in vals) + " |" for name, vals in mean.items()]
-    with L.io.atomic_write(out / "exact_l1.md") as f:
-        f.write(head + "\n".join(lines) + "\n")
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
+    header = ["variant", *(f"**{c}**" if TRAIN_RANGE[0] <= float(c) <= TRAIN_RANGE[1] else c for c in cols)]
+    table = L.files.markdown_table(header, [[name, *(f"{x:.3f}" for x in vals)] for name, vals in mean.items()])
+    with L.files.atomic_write(out / "exact_l1.md") as f:
+        f.write(head + table + "\n")
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for name, vals in mean.items():
         ax.plot(EVAL_BETAS, vals, marker="o", label=name)
     ax.axvspan(*TRAIN_RANGE, color="grey", alpha=0.15, label="training range")
     ax.set(xscale="log", xlabel="beta", ylabel="exact L1 to target", title="tiny_frag: learned vs target")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "exact_l1.png", dpi=120)
+    L.files.save_png(fig, out / "exact_l1.png")
     print(open(out / "exact_l1.md").read())
 
 

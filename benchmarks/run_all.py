@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import lgfn_graph.io  # noqa: E402
+import lgfn_graph.files  # noqa: E402
 from benchmarks.train_step import machine  # noqa: E402
 
 
@@ -71,13 +71,14 @@ def index(results: list[dict], out: Path, quick: bool, started: datetime) -> str
     """The README of ``out``: machine, date, one line per benchmark, then every report."""
     title = "# Benchmarks (--quick: a smoke check, the numbers mean nothing)" if quick else "# Benchmarks"
     how = "`python benchmarks/run_all.py --quick`" if quick else "`make bench` (`python benchmarks/run_all.py`)"
-    lines = [title, "", f"{how}, started {started:%Y-%m-%d %H:%M} on {machine()}.", "",
-             "| command | status | wall time (s) | report |", "|---|---|---|---|"]
+    rows = []
     for r in results:
         name = r["bench"].report
         status = "ok" if r["rc"] == 0 else f"FAILED (exit {r['rc']})"
         link = f"[{name}]({name})" if (out / name).exists() else "no report"
-        lines.append(f"| `{r['command']}` | {status} | {r['seconds']:.0f} | {link} |")
+        rows.append([f"`{r['command']}`", status, f"{r['seconds']:.0f}", link])
+    lines = [title, "", f"{how}, started {started:%Y-%m-%d %H:%M} on {machine()}.", "",
+             *lgfn_graph.files.markdown_table(["command", "status", "wall time (s)", "report"], rows).split("\n")]
     for r in results:
         path = out / r["bench"].report
         if path.exists():
@@ -99,7 +100,7 @@ def main(argv=None) -> int:
         out = out.relative_to(ROOT)
     started = datetime.now()
     results = [run(b, a.quick, out) for b in BENCHMARKS]
-    with lgfn_graph.io.atomic_write(ROOT / out / "README.md") as f:
+    with lgfn_graph.files.atomic_write(ROOT / out / "README.md") as f:
         f.write(index(results, ROOT / out, a.quick, started))
     failed = [r["bench"].script for r in results if r["rc"] != 0]
     print(f"index: {ROOT / out / 'README.md'}" + (f"; FAILED: {', '.join(failed)}" if failed else "; all passed"))

@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import lgfn_graph as L  # noqa: E402
-import lgfn_graph.io  # noqa: E402,F401
-from benchmarks.train_step import (DEFAULT_LIB, machine, markdown_table, parse_args,  # noqa: E402
+import lgfn_graph.files  # noqa: E402,F401
+from benchmarks.train_step import (DEFAULT_LIB, machine, dict_table, parse_args,  # noqa: E402
                                    summarize, time_steps)
 
 # --quick: tiny sizes and model, to check that the benchmark runs, not to measure anything
@@ -82,11 +82,10 @@ def slopes(rows: list[dict], var: str) -> dict:
 def plot(by_batch: list[dict], by_frags: list[dict], path: Path) -> None:
     """Two panels: step time against the batch (log-log) and against the most fragments, each
     with its parts and a line proportional to the variable through the first point."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
     panels = ((axes[0], by_batch, "batch", "batch size", "log",
                f"at most {by_batch[0]['max_fragments']} fragments"),
               (axes[1], by_frags, "max_fragments", "most fragments a molecule", "linear",
@@ -102,10 +101,7 @@ def plot(by_batch: list[dict], by_frags: list[dict], path: Path) -> None:
         ax.set_xticks(x, [f"{v:g}" for v in x])
         ax.minorticks_off()
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    with L.io.atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=120)
-    plt.close(fig)
+    L.files.save_png(fig, path)
 
 
 def report(a, argv: list[str], by_batch: list[dict], by_frags: list[dict]) -> str:
@@ -121,22 +117,23 @@ def report(a, argv: list[str], by_batch: list[dict], by_frags: list[dict]) -> st
              "being the network's forward passes over the sampled states and its forward + backward over the "
              "step's states; `ratio_without_reward`: the same over the training floor alone.", "",
              f"## Batch size, at most {a.fragments} fragments", ""]
-    lines += markdown_table(by_batch, head)
+    lines += dict_table(by_batch, head)
     lines += ["", f"## Most fragments, batch {a.batch}", ""]
-    lines += markdown_table(by_frags, head)
+    lines += dict_table(by_frags, head)
     lines += ["", "## Growth", "",
               "Fitted log-log slopes of the step time (1: linear), against the sweep's variable, the states a "
               "step visits and their nodes (fragments), and of the floor (both floors) against the variable. "
               "A larger molecule's states have more nodes, so the network's own work per state grows with the "
               "most fragments; the verdict: the step grows no faster than linearly in its variable and in the "
-              "nodes, and no faster than its floor.", "",
-              "| sweep | step vs its variable | step vs states | step vs nodes | floor vs its variable "
-              "| no worse than linear |", "|---|---|---|---|---|---|"]
+              "nodes, and no faster than its floor.", ""]
+    growth = []
     for name, fit in fits.items():
         tol = 1 + SLOPE_TOLERANCE
         ok = fit["vs_" + name] <= tol and fit["vs_nodes"] <= tol and fit["vs_" + name] <= fit["floor_vs_" + name] + SLOPE_TOLERANCE
-        lines.append(f"| {name} | {fit['vs_' + name]:.2f} | {fit['vs_states']:.2f} | {fit['vs_nodes']:.2f} | "
-                     f"{fit['floor_vs_' + name]:.2f} | {'yes' if ok else 'NO'} |")
+        growth.append([name, *(f"{fit[k]:.2f}" for k in ("vs_" + name, "vs_states", "vs_nodes", "floor_vs_" + name)),
+                       "yes" if ok else "NO"])
+    lines += L.files.markdown_table(["sweep", "step vs its variable", "step vs states", "step vs nodes",
+                                     "floor vs its variable", "no worse than linear"], growth).split("\n")
     lines += ["", "Plot: `scaling.png`; every number: `scaling.csv`."]
     return "\n".join(lines) + "\n"
 
@@ -158,10 +155,10 @@ def main(argv=None) -> None:
     by_batch = sweep(a, "batch", [(b, a.fragments) for b in ints(a.batch_sizes)], library, cache)
     by_frags = sweep(a, "max_fragments", [(a.batch, f) for f in ints(a.max_fragments)], library, cache)
     out = Path(a.out)
-    L.io.write_csv(out / "scaling.csv", by_batch + by_frags)
+    L.files.write_csv(out / "scaling.csv", by_batch + by_frags)
     plot(by_batch, by_frags, out / "scaling.png")
     text = report(a, argv, by_batch, by_frags)
-    with L.io.atomic_write(out / "scaling.md") as f:
+    with L.files.atomic_write(out / "scaling.md") as f:
         f.write(text)
     print(text)
 

@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import lgfn_graph as L  # noqa: E402
-import lgfn_graph.io  # noqa: E402,F401
-from benchmarks.train_step import machine, markdown_table, parse_args  # noqa: E402
+import lgfn_graph.files  # noqa: E402,F401
+from benchmarks.train_step import dict_table, machine, parse_args  # noqa: E402
 
 WARMUP_FRACTION = 0.1
 GROWTH_FRACTION, GROWTH_MIB = 0.05, 20.0
@@ -111,11 +111,10 @@ def run(conditioning: str, steps: int, every: int, seed: int) -> Run:
 
 def plot(runs: list[Run], steps: int, path: Path) -> None:
     """RSS against steps per mode, with the end of the warm-up and each tolerance band."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for r in runs:
         line, = ax.plot([s["step"] for s in r.samples], [s["rss_mib"] for s in r.samples], label=r.conditioning)
         v = r.memory_verdict(steps)
@@ -124,10 +123,7 @@ def plot(runs: list[Run], steps: int, path: Path) -> None:
     ax.axvline(WARMUP_FRACTION * steps, color="grey", ls="--", lw=1, label="end of warm-up")
     ax.set(xlabel="training step", ylabel="RSS (MiB)", title="Memory over a long run (dotted: tolerance)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with L.io.atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=120)
-    plt.close(fig)
+    L.files.save_png(fig, path)
 
 
 def report(runs: list[Run], a, argv: list[str]) -> tuple[str, bool]:
@@ -150,7 +146,7 @@ def report(runs: list[Run], a, argv: list[str]) -> tuple[str, bool]:
              f"every {a.every} steps; after the warm-up (first {WARMUP_FRACTION:.0%} of the steps) it may grow by at "
              f"most {GROWTH_FRACTION:.0%} or {GROWTH_MIB:.0f} MiB, whichever is larger.", "",
              f"**Verdict: {'PASS' if passed else 'FAIL'}.**", ""]
-    lines += markdown_table(rows, head)
+    lines += dict_table(rows, head)
     failures = [f"- FAIL {r.failure}" for r in runs if r.failure]
     lines += ([""] + failures if failures else []) + ["", "RSS curve: `stress.csv`, `stress.png`."]
     return "\n".join(lines) + "\n", passed
@@ -169,10 +165,10 @@ def main(argv=None) -> int:
         p.error(f"unknown conditioning {unknown}; choose among {', '.join(L.policy.MODES)}")
     runs = [run(m, a.steps, a.every, a.seed) for m in modes]
     out = Path(a.out)
-    L.io.write_csv(out / "stress.csv", [s for r in runs for s in r.samples])
+    L.files.write_csv(out / "stress.csv", [s for r in runs for s in r.samples])
     plot(runs, a.steps, out / "stress.png")
     text, passed = report(runs, a, argv)
-    with L.io.atomic_write(out / "stress.md") as f:
+    with L.files.atomic_write(out / "stress.md") as f:
         f.write(text)
     print(text)
     return 0 if passed else 1

@@ -27,7 +27,7 @@ The modes' steps are interleaved, one step of each in turn, so that a machine wh
 slows every mode alike; each quantity is the median over the measured steps.
 
 The other benchmarks reuse its timing (:func:`time_steps`, :func:`summarize`) and its report
-helpers (:func:`machine`, :func:`markdown_table`, :func:`parse_args`).
+helpers (:func:`machine`, :func:`dict_table`, :func:`parse_args`).
 """
 from __future__ import annotations
 
@@ -59,11 +59,11 @@ def machine() -> str:
             f"threads, torch {torch.__version__}")
 
 
-def markdown_table(rows: Sequence[dict], head: Sequence[str]) -> list[str]:
-    """The lines of a Markdown table of ``rows`` (dicts) in the columns ``head``; floats to 3 places."""
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    return lines + ["| " + " | ".join(f"{r[h]:.3f}" if isinstance(r[h], float) else str(r[h]) for h in head) + " |"
-                    for r in rows]
+def dict_table(rows: Sequence[dict], head: Sequence[str]) -> list[str]:
+    """The lines of a Markdown table (:func:`lgfn_graph.files.markdown_table`) of ``rows`` (dicts)
+    in the columns ``head``; floats to 3 places."""
+    cells = [[f"{r[h]:.3f}" if isinstance(r[h], float) else str(r[h]) for h in head] for r in rows]
+    return L.files.markdown_table(head, cells).split("\n")
 
 
 def parse_args(p: argparse.ArgumentParser, argv, quick: dict) -> tuple[argparse.Namespace, list[str]]:
@@ -211,7 +211,7 @@ def main(argv=None):
              f"the modes' steps interleaved (so that the machine's drift hits every mode alike). "
              f"On-policy sampling keeps its gradients; the step back-propagates through it. Peak RSS of the "
              f"process (every mode): {peak:.0f} MiB.", ""]
-    lines += markdown_table(rows, head)
+    lines += dict_table(rows, head)
     lines += ["", "Seconds: `step_s` = `sample_s` (sampling, with gradients) + `reward_s` + `loss_backward_s` "
               "(loss, backward, gradient clip and Adam). Floors: `sample_floor_s`, the network's forward passes "
               "over the sampled states, batched as the sampler batches them; `floor_s`, its forward + backward "
@@ -224,7 +224,7 @@ def main(argv=None):
         lines += ["", f"Logit-GFN's step without the reward, per state visited, relative to the unconditional "
                       f"model's: {net['logit'] / net['none']:.3f}x (target: at most 1.05)."]
     text = "\n".join(lines) + "\n"
-    with L.io.atomic_write(a.out) as f:
+    with L.files.atomic_write(a.out) as f:
         f.write(text)
     print(text)
 

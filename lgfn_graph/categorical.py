@@ -1,4 +1,5 @@
-"""A masked categorical distribution over the actions of a batch of graphs."""
+"""The action space of a batch of graphs: action types, the graph of each row of logits, and a
+masked categorical distribution over every action."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,6 +7,7 @@ from typing import Sequence
 
 import torch
 from torch import Tensor
+from torch_geometric.data import Batch
 from torch_geometric.utils import scatter
 
 LEVELS = ("graph", "node", "edge")
@@ -31,6 +33,32 @@ class ActionType:
             raise ValueError(f"ActionType {self.name!r}: level must be one of {LEVELS}, got {self.level!r}")
         if self.width < 1:
             raise ValueError(f"ActionType {self.name!r}: width must be >= 1, got {self.width}")
+
+
+def action_edge_index(data: Batch) -> Tensor:
+    """The edges that carry edge-level actions, ``[2, num_action_edges]``.
+
+    ``data.action_edge_index`` when the environment sets it, else each undirected edge once
+    (the direction with ``source < target``).
+    """
+    if getattr(data, "action_edge_index", None) is not None:
+        return data.action_edge_index
+    ei = data.edge_index
+    return ei[:, ei[0] < ei[1]]
+
+
+def element_batch(data: Batch, level: str) -> Tensor:
+    """The graph of each row of a ``level``-level action type, long ``[n_rows]``: the ``batch``
+    argument of :class:`GraphActionCategorical` for that type.
+
+    Shapes: ``[num_graphs]`` (``"graph"``), ``[num_nodes]`` (``"node"``) or
+    ``[num_action_edges]`` (``"edge"``, the edges of :func:`action_edge_index`).
+    """
+    if level == "graph":
+        return torch.arange(data.num_graphs, device=data.x.device)
+    if level == "node":
+        return data.batch
+    return data.batch[action_edge_index(data)[0]]
 
 
 class GraphActionCategorical:

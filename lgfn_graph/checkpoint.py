@@ -12,10 +12,9 @@ from pathlib import Path
 
 import torch
 
-from .envs import AtomEnv, FragmentEnv
+from .envs import Env
 from .betas import trained_range
-from .fragments import FragmentLibrary
-from .io import atomic_write
+from .files import atomic_write
 from .policy import ModelConfig, TemperatureGFlowNet
 
 FORMAT = "lgfn_graph.checkpoint"
@@ -24,24 +23,6 @@ FORMAT_VERSION = 2  # 2: the payload is stored with its SHA-256
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, truncated, corrupted, or from an incompatible version or task."""
-
-
-def env_spec(env) -> dict:
-    """What is needed to rebuild the environment (and to tell two tasks apart)."""
-    if isinstance(env, AtomEnv):
-        return {"kind": "atom", "elements": list(env.elements), "max_atoms": env.max_atoms,
-                "ban_3ring_triple": env.ban_3ring_triple}
-    if not isinstance(env, FragmentEnv):
-        raise TypeError(f"cannot checkpoint an environment of type {type(env).__name__}")
-    return {"kind": "fragment", "max_fragments": env.max_fragments, "min_fragments": env.min_fragments,
-            "fragments": [(f.smiles, list(f.attachment_atoms)) for f in env.library.fragments]}
-
-
-def env_from_spec(spec: dict):
-    if spec.get("kind") == "atom":
-        return AtomEnv(spec["elements"], spec["max_atoms"], spec["ban_3ring_triple"])
-    lib = FragmentLibrary.from_pairs([(s, a) for s, a in spec["fragments"]], name="checkpoint")
-    return FragmentEnv(lib, spec["max_fragments"], spec["min_fragments"])
 
 
 def save_checkpoint(path: str | Path, gfn: TemperatureGFlowNet, env, step: int,
@@ -56,7 +37,7 @@ def save_checkpoint(path: str | Path, gfn: TemperatureGFlowNet, env, step: int,
         training: any further training state (replay buffer, trackers), restored by the trainer.
     """
     state = {
-        "step": step, "model_config": gfn.config_dict(), "env": env_spec(env), "model": gfn.state_dict(),
+        "step": step, "model_config": gfn.config_dict(), "env": env.spec(), "model": gfn.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "generator": generator.get_state() if generator is not None else None,
         "torch_rng": torch.get_rng_state(), "extra": extra or {}, "training": training or {},
@@ -152,9 +133,9 @@ def _check_payload(path: Path, state) -> None:
 def check_same_task(path: str | Path, state: dict, gfn: TemperatureGFlowNet, env) -> None:
     """Raise :class:`CheckpointError` unless ``state`` was saved from this environment and model
     configuration (so a resume never loads weights into another task)."""
-    if state["env"] != env_spec(env):
-        raise CheckpointError(f"{path}: checkpoint is from another task (environment {_brief(state['env'])}, "
-                              f"this run has {_brief(env_spec(env))})")
+    if state["env"] != env.spec():
+        raise CheckpointError(f"{path}: checkpoint is from another task (environment "
+                              f"{Env.describe_spec(state['env'])}, this run has {Env.describe_spec(env.spec())})")
     saved = saved_model_config(state)
     if saved != gfn.config_dict():
         diff = sorted(k for k in set(saved) | set(gfn.config_dict()) if saved.get(k) != gfn.config_dict().get(k))
@@ -169,17 +150,15 @@ def saved_model_config(state: dict) -> dict:
     return {**asdict(ModelConfig()), **saved} if saved else saved
 
 
-def _brief(spec: dict) -> str:
-    if spec.get("kind") == "atom":
-        return f"atoms {spec['elements']}, at most {spec['max_atoms']}"
-    return f"{len(spec['fragments'])} fragments, at most {spec['max_fragments']}"
-
-
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[TemperatureGFlowNet, object, dict]:
     """Rebuild the environment and model of a checkpoint, the model on ``device``. Returns
     ``(gfn, env, state)``."""
     state = load_checkpoint(path)
-    env = env_from_spec(state["env"])
+    try:
+        Env.env_class(state["env"])
+    except ValueError as e:  # saved by a version with another environment
+        raise CheckpointError(f"{path}: {e}") from None
+    env = Env.from_spec(state["env"])
     try:
         config = ModelConfig(**state["model_config"])
     except (TypeError, ValueError) as e:

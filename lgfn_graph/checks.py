@@ -137,21 +137,32 @@ def check_path(obj: Any, name: str, *, optional: bool = True) -> None:
     setattr(obj, name, text)
 
 
-def check_device(obj: Any, name: str) -> None:
-    """``obj.name`` must name a CPU or (available) CUDA device; a ``torch.device`` is stored as
-    its name."""
-    value = getattr(obj, name)
+def parse_device(value: Any) -> torch.device:
+    """The CPU or CUDA device that ``value`` (a string such as ``"cuda:1"`` or a ``torch.device``)
+    names. Raises ``ValueError`` saying what is wrong, worded to follow a field or option name:
+    not a device, a device of another kind, or CUDA where this torch sees none."""
     try:
         dev = torch.device(value) if isinstance(value, (str, torch.device)) else None
     except RuntimeError:
         dev = None
     if dev is None:
-        raise FieldError(obj, name, f"must name a torch device ('cpu', 'cuda', 'cuda:1'), got {value!r}")
+        raise ValueError(f"must name a torch device ('cpu', 'cuda', 'cuda:1'), got {value!r}")
     if dev.type not in ("cpu", "cuda"):
-        raise FieldError(obj, name, f"must be a CPU or CUDA device, got {value!r}")
+        raise ValueError(f"must be a CPU or CUDA device, got {value!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise FieldError(obj, name, f"is {value!r}, but this torch sees no CUDA device "
-                                    f"(torch {torch.__version__}, CUDA build: {torch.version.cuda is not None})")
+        raise ValueError(f"is {value!r}, but this torch sees no CUDA device "
+                         f"(torch {torch.__version__}, CUDA build: {torch.version.cuda is not None})")
+    return dev
+
+
+def check_device(obj: Any, name: str) -> None:
+    """``obj.name`` must name a CPU or (available) CUDA device (:func:`parse_device`); a
+    ``torch.device`` is stored as its name."""
+    value = getattr(obj, name)
+    try:
+        dev = parse_device(value)
+    except ValueError as e:
+        raise FieldError(obj, name, str(e)) from None
     setattr(obj, name, value if isinstance(value, str) else str(dev))
 
 

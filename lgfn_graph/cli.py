@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Sequence
 
 from .checkpoint import CheckpointError, load_model
+from .checks import parse_device
 from .config import ConfigError, RunConfig, from_dict, load_config
 from .datasets import DatasetError
 from .evaluate import sample_molecules, temperature_sweep
 from .featurize import FeaturizeError
+from .files import atomic_write, write_csv
 from .fragments import FragmentLibraryError
-from .io import atomic_write, write_csv
+from .metrics import best_rewards
 from .nn import BackboneContractError, BackboneError
 from .proxy_base import ProxyError
 from .proxy_cli import add_fit_arguments, fit_proxy
@@ -32,12 +34,9 @@ from .run import format_summary, parse_betas, train_and_sweep
 from .runfolder import RunFolderError
 from .seh_proxy import SEHProxyError, WeightsUnavailableError
 from .task import TASKS, TaskConfig, build_reward, reward_name
+from .usage import ArgumentParser, UsageError
 
 STUDIES_PACKAGE = "lgfn_graph.studies"
-
-
-class UsageError(Exception):
-    """The command line itself is wrong (argparse's complaint, kept to one line)."""
 
 
 USER_ERRORS = (UsageError, ConfigError, CheckpointError, FragmentLibraryError, FeaturizeError, SEHProxyError, WeightsUnavailableError,
@@ -49,12 +48,9 @@ FILE_SYSTEM_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, err
                       errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.EIO, errno.ENOLCK}
 
 
-class _Parser(argparse.ArgumentParser):
-    """Raises :class:`UsageError` where argparse would print usage and exit, so every user error
-    takes the same one-line path through :func:`main`."""
-
-    def error(self, message):
-        raise UsageError(f"{message} (see {self.prog} --help)")
+class _Parser(ArgumentParser):
+    """Raises :class:`~lgfn_graph.usage.UsageError` where argparse would print usage and exit, so
+    every user error takes the same one-line path through :func:`main`."""
 
     def parse_args(self, args=None, namespace=None):
         # argparse gives train's key=value positional only its first run of values, so overrides
@@ -206,14 +202,10 @@ def _betas(text: str) -> list[float]:
 
 
 def _device(text: str):
-    import torch
     try:
-        dev = torch.device(text)
-    except RuntimeError:
-        raise argparse.ArgumentTypeError(f"not a torch device: {text!r} (cpu, cuda, cuda:1)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise argparse.ArgumentTypeError(f"{text!r}: this torch sees no CUDA device")
-    return dev
+        return parse_device(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _positive(text: str) -> int:
@@ -274,10 +266,9 @@ def sample(args: argparse.Namespace) -> int:
 def _sample_pyg(args: argparse.Namespace, gfn, env, reward) -> list[dict]:
     """``lgfn sample --format pyg``: write the samples as a :class:`~lgfn_graph.pyg.SampleDataset`
     and print one line; returns their rows (SMILES and reward) for ``--grid``."""
-    from .envs import FragmentEnv
     from .pyg import SampleDataset, sample_pyg
 
-    if args.fragment_graph and not isinstance(env, FragmentEnv):
+    if args.fragment_graph and not env.has_fragment_graph:
         raise UsageError(f"--fragment-graph needs a fragment-based checkpoint; {args.checkpoint} builds molecules "
                          f"with {type(env).__name__}")
     data = sample_pyg(gfn, env, reward, args.beta, args.n, seed=args.seed, fragment_graph=args.fragment_graph)
@@ -339,12 +330,10 @@ def draw_top(rows: list[dict], k: int, path: str | Path) -> None:
     from rdkit import Chem
     from rdkit.Chem import Draw
 
-    best: dict[str, dict] = {}
-    for r in sorted(rows, key=lambda r: -r["reward"]):
-        best.setdefault(r["smiles"], r)
-    top = list(best.values())[:k]
-    img = Draw.MolsToGridImage([Chem.MolFromSmiles(r["smiles"]) for r in top], molsPerRow=min(4, len(top)),
-                               subImgSize=(250, 200), legends=[f"{r['reward']:.3f}" for r in top])
+    ranked = sorted(rows, key=lambda r: -r["reward"])  # so each molecule is first seen at its best
+    top = list(best_rewards([r["smiles"] for r in ranked], [r["reward"] for r in ranked]).items())[:k]
+    img = Draw.MolsToGridImage([Chem.MolFromSmiles(s) for s, _ in top], molsPerRow=min(4, len(top)),
+                               subImgSize=(250, 200), legends=[f"{x:.3f}" for _, x in top])
     with atomic_write(path, "wb") as f:
         img.save(f, format="PNG")
 

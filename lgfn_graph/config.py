@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence, TypeVar, Union
 import yaml
 
 from .checks import SEED_MAX, FieldError, check_int, check_path, check_reals
-from .io import atomic_write
+from .files import atomic_write
 from .policy import ModelConfig
 from .task import TaskConfig
 from .trainer import TrainConfig

@@ -7,7 +7,7 @@ from typing import Iterator, Sequence
 import torch
 
 from .betas import check_beta, warn_if_far_from_training
-from .io import atomic_write, write_csv
+from .files import save_png, write_csv
 from .rewards import RewardFn, log_reward
 from .sampler import sample_trajectories
 
@@ -17,12 +17,13 @@ def sample_molecules(gfn, env, reward: RewardFn, beta: float, n: int, batch_size
                      seed: int = 0) -> list[dict]:
     """Draw ``n`` molecules from the policy at ``beta`` (no exploration).
 
-    Returns one dict per molecule: ``beta``, ``smiles``, ``reward``, ``num_fragments``.
+    Returns one dict per molecule: ``beta``, ``smiles``, ``reward`` and the molecule's size
+    under the environment's ``size_name`` (``num_fragments``, ``num_atoms``).
     """
     rows = []
     for states, r, smiles in sample_batches(gfn, env, reward, beta, n, batch_size, seed):
-        rows += [{"beta": float(beta), "smiles": s, "reward": float(x), "num_fragments": int(k)}
-                 for s, x, k in zip(smiles, r.tolist(), states.n.tolist())]
+        rows += [{"beta": float(beta), "smiles": s, "reward": float(x), env.size_name: int(k)}
+                 for s, x, k in zip(smiles, r.tolist(), env.size(states).tolist())]
     return rows
 
 
@@ -70,20 +71,16 @@ def temperature_sweep(gfn, env, reward: RewardFn, betas: Sequence[float], n: int
 
 def plot_reward_vs_beta(summary: list[dict], path: str | Path) -> None:
     """Mean reward (with one standard deviation) against beta, log-scaled beta axis."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: the user's backend stays as it is
 
     b = [s["beta"] for s in summary]
     m = [s["mean_reward"] for s in summary]
     sd = [s["std_reward"] for s in summary]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
     ax.errorbar(b, m, yerr=sd, marker="o", capsize=3)
     ax.set_xscale("log")
     ax.set_xlabel("beta (inverse temperature)")
     ax.set_ylabel("mean reward of samples")
     ax.set_title("Temperature dial: reward vs beta")
-    fig.tight_layout()
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=120)
-    plt.close(fig)
+    save_png(fig, path)

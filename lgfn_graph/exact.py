@@ -7,13 +7,34 @@ state is (isomorphic states share a key). States are merged by key and the model
 on one representative per key, which is exact for a permutation-equivariant model (every GNN
 here is): isomorphic states get the same distribution over children up to relabelling.
 
-Example::
+Example: two fragments, C and O, each with one attachment atom, at most two to a molecule,
+make five molecules. Under the reward ``len(SMILES)`` the target at ``beta = 1`` gives CC, CO
+and OO twice the probability of C and O. A policy whose logits are all zero picks uniformly
+among the legal actions: C or O first (1/2 each), then stop, attach C or attach O (1/3 each),
+so CO, reached two ways, gets 1/3 and every other molecule 1/6::
 
-    space = enumerate_states(env)
-    log_r = terminal_log_rewards(space, env, reward)
-    p = exact_terminal_distribution(gfn, space, beta=4.0)
-    q = target_distribution(log_r, beta=4.0)
-    l1 = (p - q).abs().sum()
+    >>> import torch
+    >>> import lgfn_graph as L
+    >>> from rdkit import Chem
+    >>> env = L.FragmentEnv(L.FragmentLibrary.from_pairs([("C", [0]), ("O", [0])]), max_fragments=2)
+    >>> space = enumerate_states(env)
+    >>> [Chem.MolToSmiles(env.to_mol(space.states, i)) for i in range(space.num_states)]
+    ['', 'C', 'O', 'CC', 'CO', 'OO']
+    >>> log_r = terminal_log_rewards(space, env, L.SmilesReward(lambda smiles: [len(s) for s in smiles]))
+    >>> q = target_distribution(log_r, beta=1.0)
+    >>> [round(x, 4) for x in q.tolist()]
+    [0.0, 0.125, 0.125, 0.25, 0.25, 0.25]
+    >>> gfn = L.TemperatureGFlowNet.build(env, L.ModelConfig(hidden=8, num_layers=1, heads=1))
+    >>> with torch.no_grad():
+    ...     for w in gfn.policy.heads.parameters():
+    ...         _ = w.zero_()
+    >>> p = exact_terminal_distribution(gfn, env, space, beta=1.0)
+    >>> [round(x, 4) for x in p.tolist()]
+    [0.0, 0.1667, 0.1667, 0.1667, 0.3333, 0.1667]
+    >>> round(float((p - q).abs().sum()), 4)  # the L1 distance: 2/24 + 2/12 + 1/12
+    0.3333
+    >>> l1_distance(gfn, env, space, log_r, betas=[1.0, 2.0])  # zero logits ignore beta; the target sharpens
+    tensor([0.3333, 0.4762])
 """
 from __future__ import annotations
 
@@ -24,8 +45,7 @@ import torch
 from torch import Tensor
 
 from .betas import check_beta
-from .categorical import GraphActionCategorical
-from .nn.heads import element_batch
+from .categorical import GraphActionCategorical, element_batch
 from .rewards import RewardFn, log_reward as checked_log_reward
 from .sampler import model_device, model_inputs
 

@@ -8,11 +8,9 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from rdkit import Chem, RDLogger
+from rdkit import Chem, rdBase
 
-from .smiles import partial_read
-
-RDLogger.DisableLog("rdApp.*")
+from .smiles import mol_from_smiles, partial_read
 
 
 class FragmentLibraryError(ValueError):
@@ -182,7 +180,8 @@ def _validate_fragment(i: int, frag: Fragment, source: str):
         if atom.GetNumExplicitHs() > 0:
             atom.SetNumExplicitHs(atom.GetNumExplicitHs() - 1)
     try:
-        Chem.SanitizeMol(rw)
+        with rdBase.BlockLogs():  # the error below says it all; RDKit's own log line adds nothing
+            Chem.SanitizeMol(rw)
     except Exception as e:  # RDKit raises several types; all mean the same thing here
         raise FragmentLibraryError(f"{where}: the atoms {list(frag.attachment_atoms)} cannot all take a bond: {e}") from None
     return mol
@@ -195,7 +194,7 @@ def _fragment_mol(smiles: str, where: str):
     partial = partial_read(smiles)
     if partial:
         raise FragmentLibraryError(f"{where}: {partial}")
-    mol = Chem.MolFromSmiles(smiles)
+    mol = mol_from_smiles(smiles)
     if mol is None or mol.GetNumAtoms() == 0:
         raise FragmentLibraryError(f"{where}: invalid SMILES")
     dummies = [a.GetIdx() for a in mol.GetAtoms() if a.GetAtomicNum() == 0]

@@ -23,9 +23,10 @@ from torch_geometric.nn import GINEConv, global_add_pool, global_mean_pool
 from .checkpoint import CheckpointError, restricted_load
 from .datasets import MoleculeDataset, read_molecule_csv
 from .featurize import NUM_ATOM_FEATURES, NUM_BOND_FEATURES
+from .files import atomic_write
 from .graph_reward import TRANSFORMS, GraphModelReward, featurize_molecules
-from .io import atomic_write
 from .proxy_base import ProxyError, Scores, regression_scores, training_data
+from .smiles import mol_from_smiles
 
 _FORMAT, _VERSION = "lgfn_graph.GNNProxy", 1
 
@@ -174,7 +175,7 @@ def _molecules(data, values, smiles_col: str, value_col: str) -> tuple[list[Chem
     data, y = training_data(data, values, "fit_gnn_proxy")
     mols = []
     for i, m in enumerate(data):
-        mol = Chem.MolFromSmiles(m) if isinstance(m, str) else m
+        mol = mol_from_smiles(m) if isinstance(m, str) else m
         if mol is None:
             raise ProxyError(f"molecule {i} is not a molecule: {m!r}")
         mols.append(mol)

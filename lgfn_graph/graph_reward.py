@@ -15,17 +15,11 @@ from torch_geometric.data import Batch, Data
 
 from .featurize import FeaturizeError, mol_to_graph
 from .rewards import RewardError
+from .smiles import describe_molecule
 
 TRANSFORMS: dict[str, Callable[[Tensor], Tensor]] = {
     "relu": lambda x: x.clamp_min(0), "softplus": F.softplus, "exp": torch.exp}
 """Output transforms that make a score which can be negative a valid (non-negative) reward, by name."""
-
-
-def _smiles(mol) -> str:
-    try:
-        return Chem.MolToSmiles(mol) if mol is not None else "None"
-    except Exception:  # a molecule too broken to write; its index is named anyway
-        return "<unwritable molecule>"
 
 
 def featurize_molecules(mols: Sequence[Chem.Mol], featurize: Callable[[Chem.Mol], Data] = mol_to_graph,
@@ -42,7 +36,7 @@ def featurize_molecules(mols: Sequence[Chem.Mol], featurize: Callable[[Chem.Mol]
             graphs.append(featurize(mol))
         except Exception as e:  # a user's featurizer may raise anything; name the molecule
             why = str(e) if isinstance(e, FeaturizeError) else f"{type(e).__name__}: {e}"
-            raise FeaturizeError(f"{who}: molecule {i} ({_smiles(mol)}) cannot be featurised: {why}") from e
+            raise FeaturizeError(f"{who}: molecule {i} ({describe_molecule(mol)}) cannot be featurised: {why}") from e
     return graphs
 
 
@@ -72,10 +66,16 @@ class GraphModelReward:
     naming its index and SMILES (:func:`~lgfn_graph.rewards.score_molecules` then isolates it);
     an output of another shape raises :class:`~lgfn_graph.rewards.RewardError`.
 
-    Example::
+    Example (a "model" counting each graph's atoms)::
 
-        reward = GraphModelReward(my_gnn, transform="softplus")
-        reward([Chem.MolFromSmiles("CCO")])  # tensor([...]), shape [1]
+        >>> from rdkit import Chem
+        >>> from torch_geometric.utils import scatter
+        >>> def heavy_atoms(batch):  # a module or function of a Batch of B graphs -> [B]
+        ...     ones = torch.ones(batch.num_nodes)
+        ...     return scatter(ones, batch.batch, dim_size=batch.num_graphs, reduce="sum")
+        >>> reward = GraphModelReward(heavy_atoms, transform="softplus")
+        >>> reward([Chem.MolFromSmiles("CCO"), Chem.MolFromSmiles("c1ccccc1")])  # softplus(3), softplus(6)
+        tensor([3.0486, 6.0025])
     """
 
     def __init__(self, model: nn.Module | Callable[[Batch], Tensor], transform: str | Callable[[Tensor], Tensor] | None = None,

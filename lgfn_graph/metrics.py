@@ -5,36 +5,44 @@ Similarities are Tanimoto similarities of Morgan bit fingerprints (RDKit, radius
 unless told otherwise); a distance is ``1 - similarity``. Molecules are identified by their
 canonical SMILES.
 
-Example::
+Example (call ``tracker.update`` every training step)::
 
-    tracker = ModeTracker(reward_threshold=0.9, max_similarity=0.7)
-    tracker.update(smiles, rewards, num_trajectories=len(smiles))  # every training step
-    tracker.history  # [(trajectories seen, modes found), ...]
-    top_k_reward(smiles, rewards, k=10), top_k_diversity(smiles, rewards, k=10)
+    >>> tracker = ModeTracker(reward_threshold=0.9, max_similarity=0.7)
+    >>> tracker.update(["CCO", "OCC", "CC", "c1ccccc1"], [0.95, 0.97, 0.5, 0.92], num_trajectories=4)
+    2
+    >>> tracker.modes, tracker.history  # OCC is CCO again; CC is below the threshold
+    (['CCO', 'c1ccccc1'], [(4, 2)])
+    >>> top_k_reward(["CCO", "OCC", "CC"], [0.9, 0.7, 0.5], k=2)  # CCO at its best (0.9) and CC
+    0.7
+    >>> round(top_k_diversity(["CCO", "OCC", "CC"], [0.9, 0.7, 0.5], k=2), 4)  # 1 bit shared of 7: 1 - 1/7
+    0.8571
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-from rdkit import Chem, DataStructs, rdBase
+from rdkit import Chem, DataStructs
 from rdkit.Chem import rdFingerprintGenerator
 from scipy import stats
 from torch import Tensor
 
 from .betas import check_beta
-from .sampler import replay, sample_backward_trajectories
+from .sampler import evaluate_trajectories, sample_backward_trajectories
+from .smiles import mol_from_smiles
 
 MolLike = str | Chem.Mol
 
 
 # -- fingerprints and similarity ------------------------------------------------------------------
 @lru_cache(maxsize=8)
-def _morgan(radius: int, n_bits: int):
+def morgan_generator(radius: int = 2, n_bits: int = 2048):
+    """RDKit's Morgan (ECFP-like) bit-fingerprint generator of ``radius`` and ``n_bits``, made
+    once per setting and reused (building one costs more than fingerprinting a molecule)."""
     return rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=n_bits)
 
 
@@ -44,8 +52,7 @@ def _to_mol(item: MolLike, i: int) -> Chem.Mol:
         return item
     if not isinstance(item, str):
         raise ValueError(f"molecule {i} must be a SMILES string or an RDKit Mol, got {type(item).__name__}")
-    with rdBase.BlockLogs():  # the error below names the SMILES; RDKit's stderr line adds nothing
-        mol = Chem.MolFromSmiles(item)
+    mol = mol_from_smiles(item)  # the error below names the SMILES; RDKit's log line adds nothing
     if mol is None:
         raise ValueError(f"invalid SMILES at index {i}: {item!r}")
     return mol
@@ -60,7 +67,7 @@ def canonical_smiles(molecules: Sequence[MolLike]) -> list[str]:
 def morgan_fingerprints(molecules: Sequence[MolLike], radius: int = 2, n_bits: int = 2048) -> list:
     """Morgan bit fingerprints (``ExplicitBitVect`` of ``n_bits``) of SMILES or ``Mol``
     objects; ``ValueError`` names the first invalid SMILES and its index."""
-    gen = _morgan(radius, n_bits)
+    gen = morgan_generator(radius, n_bits)
     return [gen.GetFingerprint(_to_mol(m, i)) for i, m in enumerate(molecules)]
 
 
@@ -157,7 +164,7 @@ class ModeTracker:
         if num_trajectories < len(smiles):
             raise ValueError(f"num_trajectories={num_trajectories} is fewer than the {len(smiles)} molecules")
         found = 0
-        gen = _morgan(self.radius, self.n_bits)
+        gen = morgan_generator(self.radius, self.n_bits)
         for i in np.flatnonzero(r >= self.reward_threshold).tolist():
             fp = gen.GetFingerprint(_to_mol(smiles[i], i))
             if not self._fingerprints or float(bulk_tanimoto(fp, self._fingerprints).max()) < self.max_similarity:
@@ -190,6 +197,25 @@ class ModeTracker:
 
 
 # -- top-k ----------------------------------------------------------------------------------------
+def best_rewards(smiles: Iterable[str], rewards: Iterable[float],
+                 best: dict[str, float] | None = None) -> dict[str, float]:
+    """The highest reward of each distinct molecule, ``{smiles: reward}``, in the order the
+    molecules are first seen (a later equal reward keeps the first). With ``best``, that record is
+    updated in place and returned: a running record over batches.
+
+    The SMILES are taken as given: canonicalise them (:func:`canonical_smiles`) where one
+    molecule may be written in several ways.
+
+    >>> best_rewards(["CCO", "CC", "CCO"], [0.2, 0.5, 0.7])
+    {'CCO': 0.7, 'CC': 0.5}
+    """
+    best = {} if best is None else best
+    for s, r in zip(smiles, rewards):
+        if s not in best or r > best[s]:
+            best[s] = r
+    return best
+
+
 def top_k_unique(smiles: Sequence[MolLike], rewards, k: int) -> tuple[list[str], list[float]]:
     """The ``k`` best distinct molecules by reward: ``(canonical SMILES, rewards)``, best
     first. A molecule seen more than once keeps its highest reward; ties go to the smaller
@@ -203,9 +229,7 @@ def top_k_unique(smiles: Sequence[MolLike], rewards, k: int) -> tuple[list[str],
         raise ValueError(f"k must be >= 1, got {k}")
     if np.isnan(r).any():
         raise ValueError(f"reward of molecule {int(np.isnan(r).argmax())} is NaN")
-    best: dict[str, float] = {}
-    for s, x in zip(canonical_smiles(smiles), r.tolist()):
-        best[s] = max(x, best.get(s, -math.inf))
+    best = best_rewards(canonical_smiles(smiles), r.tolist())
     if len(best) < k:
         raise ValueError(f"only {len(best)} distinct molecules, fewer than k={k}")
     ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
@@ -258,9 +282,9 @@ def log_likelihood(gfn, env, terminal, beta, num_samples: int = 64, generator: t
     * :class:`~lgfn_graph.FragmentEnv`, whose states are trees up to isomorphism: a walk removes
       a leaf *node*, and the :math:`|\mathrm{Aut}(x)|` walks that differ by a symmetry of
       :math:`x` rebuild it with the same forward actions, so :math:`q(x) = |\mathrm{Aut}(x)|\,
-      p(x)`. Environments that define ``log_automorphisms`` get it subtracted, which makes the
-      estimate that of the probability of the isomorphism class, as
-      :func:`lgfn_graph.exact.exact_terminal_distribution` computes it. (The walks' states
+      p(x)`. The environment's ``log_automorphisms`` (zero where states are never relabelled)
+      is subtracted, which makes the estimate that of the probability of the isomorphism class,
+      as :func:`lgfn_graph.exact.exact_terminal_distribution` computes it. (The walks' states
       are renumbered trees: exact for a permutation-equivariant model, as every GNN here is.)
 
     Args:
@@ -270,13 +294,13 @@ def log_likelihood(gfn, env, terminal, beta, num_samples: int = 64, generator: t
         beta: a number or ``[B]`` inverse temperatures.
         num_samples: ``K``, backward trajectories per state.
         generator: random source of the backward walks.
-        batch_size: trajectories replayed in one model pass (of the ``B * K``).
+        batch_size: trajectories evaluated in one model pass (of the ``B * K``).
     """
     B = len(terminal)
     if num_samples < 1 or batch_size < 1:
         raise ValueError(f"num_samples and batch_size must be >= 1, got {num_samples}, {batch_size}")
     beta = _per_state_beta(beta, B)
-    can_stop = env.forward_masks(terminal)[0][:, 0]  # stop is (0, 0, 0), as the backward sampler writes it
+    can_stop = env.can_stop(terminal)
     if not bool(can_stop.all()):
         raise ValueError(f"states {(~can_stop).nonzero().flatten()[:10].tolist()} are not terminal (stop is illegal)")
     owner = torch.arange(B).repeat_interleave(num_samples)  # [B * K]: the state of each sample
@@ -284,12 +308,10 @@ def log_likelihood(gfn, env, terminal, beta, num_samples: int = 64, generator: t
     for start in range(0, B * num_samples, batch_size):
         idx = owner[start:start + batch_size]
         traj = sample_backward_trajectories(env, terminal[idx], beta[idx], generator)
-        log_pf = replay(gfn, env, traj).log_pf.sum(1).cpu()
+        log_pf = evaluate_trajectories(gfn, env, traj).log_pf.sum(1).cpu()
         log_w[start:start + len(idx)] = log_pf - traj.log_pb.sum(1)
     est = torch.logsumexp(log_w.view(B, num_samples), 1) - math.log(num_samples)
-    if hasattr(env, "log_automorphisms"):
-        est = est - env.log_automorphisms(terminal)
-    return est
+    return est - env.log_automorphisms(terminal)
 
 
 # -- correlations and temperature -----------------------------------------------------------------
@@ -347,6 +369,6 @@ def _summarise(beta: float, rows: list[dict], k: int, radius: int, n_bits: int) 
             "top_k_diversity": top_k_diversity(smiles, rewards, kk, radius, n_bits) if kk >= 2 else math.nan}
 
 
-__all__ = ["canonical_smiles", "morgan_fingerprints", "bulk_tanimoto", "mean_pairwise_similarity", "ModeTracker",
-           "top_k_unique", "top_k_reward", "top_k_diversity", "log_likelihood", "correlations",
+__all__ = ["canonical_smiles", "morgan_generator", "morgan_fingerprints", "bulk_tanimoto", "mean_pairwise_similarity",
+           "ModeTracker", "best_rewards", "top_k_unique", "top_k_reward", "top_k_diversity", "log_likelihood", "correlations",
            "temperature_response"]

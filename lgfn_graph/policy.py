@@ -7,13 +7,13 @@ from typing import Any
 from torch import Tensor, nn
 from torch_geometric.data import Batch
 
-from .categorical import ActionType, GraphActionCategorical
+from .categorical import ActionType, GraphActionCategorical, element_batch
 from .checks import FieldError, check_bool, check_choice, check_int, check_mapping, check_real
 from .conditioning import ENCODINGS, SCALERS, BetaEmbedding, BetaEncoding, LogitScaler, LogZ, beta_mlp
 from .nn import CONVS, ActionHeads
 from .nn.backbones import ATTENTION, BUILTIN, BackboneError, build_backbone, check_backbone
 from .nn.contract import check_output
-from .nn.heads import element_batch, mlp
+from .nn.heads import mlp
 
 MODES = ("logit", "layer", "logit+layer", "none")
 BACKWARD_POLICIES = ("uniform", "learned")
@@ -276,7 +276,7 @@ class TemperatureGFlowNet(nn.Module):
         logit = c.conditioning in ("logit", "logit+layer")
         backbone = build_backbone(c.backbone, c.backbone_kwargs, node_dim=env.node_dim, edge_dim=env.edge_dim,
                                   hidden=c.hidden, num_layers=c.num_layers, heads=c.heads, conv=c.conv,
-                                  cond_dim=c.hidden if layer else 0, max_degree=getattr(env, "max_degree", None))
+                                  cond_dim=c.hidden if layer else 0, max_degree=env.max_degree)
         policy = Policy(env.forward_action_types, backbone, ActionHeads(env.forward_action_types, c.hidden),
                         scaler=LogitScaler(c.scaler, encoding=c.encoding()) if logit else None,
                         beta_embedding=BetaEmbedding(c.hidden, encoding=c.encoding()) if layer else None,

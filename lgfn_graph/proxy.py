@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -18,18 +17,19 @@ import numpy as np
 import sklearn
 import torch
 from rdkit import Chem
-from rdkit.Chem import rdFingerprintGenerator
 from sklearn.base import clone
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.model_selection import KFold, cross_val_predict
 from torch import Tensor
 
 from .datasets import MoleculeDataset
+from .files import atomic_write
 from .graph_reward import TRANSFORMS  # the output transforms of __call__, by name
-from .io import atomic_write
+from .metrics import morgan_generator
 from .proxy_base import ProxyError, Scores, regression_scores, training_data
 from .proxy_cli import add_fit_arguments, fit_proxy
 from .safe_pickle import UnsafePickleError, dump_gz, load_gz
+from .smiles import mol_from_smiles
 
 _FORMAT, _VERSION = "lgfn_graph.FingerprintProxy", 2  # 2: gzip pickle read by a restricted loader
 
@@ -46,11 +46,6 @@ class CVReport(Scores):
 
     def __str__(self) -> str:
         return f"{self.folds}-fold CV on {self.n} molecules: {self.scores_text()}"
-
-
-@lru_cache(maxsize=8)
-def _morgan(radius: int, n_bits: int):
-    return rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=n_bits)
 
 
 class FingerprintProxy:
@@ -87,10 +82,10 @@ class FingerprintProxy:
 
     def featurize(self, mols: Sequence[Chem.Mol | str]) -> np.ndarray:
         """Fingerprints ``[B, n_bits]`` uint8 of molecules or SMILES strings."""
-        gen = _morgan(self.radius, self.n_bits)
+        gen = morgan_generator(self.radius, self.n_bits)
         out = np.zeros((len(mols), self.n_bits), dtype=np.uint8)
         for i, m in enumerate(mols):
-            mol = Chem.MolFromSmiles(m) if isinstance(m, str) else m
+            mol = mol_from_smiles(m) if isinstance(m, str) else m
             if mol is None or mol.GetNumAtoms() == 0:
                 raise ProxyError(f"molecule {i} is not a molecule: {m!r}")
             try:

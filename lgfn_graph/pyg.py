@@ -6,11 +6,25 @@ featurizer), so a sample converted from a CSV row is the same graph as one sampl
 :class:`SampleDataset` keeps them in memory, feeds a PyG ``DataLoader`` as is, and saves to and
 loads from a file without running code from it.
 
-Example::
+Example (an untrained model on two fragments; any model, env and reward will do)::
 
-    >>> data = sample_pyg(gfn, env, reward, beta=32.0, n=100)            # doctest: +SKIP
-    >>> SampleDataset.save(data, "samples.pt")                          # doctest: +SKIP
-    >>> loader = DataLoader(SampleDataset.from_file("samples.pt"), 32)  # doctest: +SKIP
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import lgfn_graph as L
+    >>> from torch_geometric.loader import DataLoader
+    >>> env = L.FragmentEnv(L.FragmentLibrary.from_pairs([("C", [0]), ("O", [0])]), max_fragments=2)
+    >>> gfn = L.TemperatureGFlowNet.build(env, L.ModelConfig(hidden=8, num_layers=1, heads=1))
+    >>> reward = L.SmilesReward(lambda smiles: [len(s) for s in smiles])
+    >>> data = sample_pyg(gfn, env, reward, beta=32.0, n=6)
+    >>> data[0]  # doctest: +ELLIPSIS
+    SampleData(x=[..., 71], edge_index=[2, ...], edge_attr=[..., 4], y=[1], beta=[1], smiles='...')
+    >>> all(float(d.y) == len(d.smiles) and float(d.beta) == 32.0 for d in data)
+    True
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     SampleDataset.save(data, Path(tmp) / "samples.pt")
+    ...     loader = DataLoader(SampleDataset.from_file(Path(tmp) / "samples.pt"), batch_size=4)
+    >>> [batch.num_graphs for batch in loader]
+    [4, 2]
 """
 from __future__ import annotations
 
@@ -20,15 +34,14 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
-from rdkit import Chem
 from torch_geometric.data import Data, InMemoryDataset
 
 from .checkpoint import READ_ERRORS, unpickler_refusal
-from .envs.fragment import FragmentEnv
 from .evaluate import sample_batches
 from .featurize import FeaturizeError, mol_to_graph
-from .io import atomic_write
+from .files import atomic_write
 from .rewards import RewardFn
+from .smiles import mol_from_smiles
 
 FORMAT, FORMAT_VERSION = "lgfn_graph.samples", 1
 
@@ -66,7 +79,7 @@ def smiles_to_data(smiles: str, reward: float, beta: float) -> SampleData:
     Raises :class:`~lgfn_graph.featurize.FeaturizeError` for a SMILES RDKit cannot parse or a
     molecule the featurizer cannot describe.
     """
-    g = mol_to_graph(Chem.MolFromSmiles(smiles))
+    g = mol_to_graph(mol_from_smiles(smiles))
     return SampleData(x=g.x, edge_index=g.edge_index, edge_attr=g.edge_attr, y=torch.tensor([float(reward)]),
                       beta=torch.tensor([float(beta)]), smiles=smiles)
 
@@ -109,7 +122,7 @@ def sample_pyg(gfn, env, reward: RewardFn, beta: float, n: int, batch_size: int 
     named is the sample's, from 0.
     """
     _check_on_error(on_error)
-    if fragment_graph and not isinstance(env, FragmentEnv):
+    if fragment_graph and not env.has_fragment_graph:
         raise ValueError(f"fragment_graph=True needs a FragmentEnv, got {type(env).__name__} (whose states are "
                          "atom graphs already)")
     out, skipped, start = [], [], 0

@@ -20,6 +20,8 @@ from rdkit.Chem import QED as _QED
 from rdkit.Chem import Crippen, Descriptors
 from torch import Tensor
 
+from .smiles import describe_molecule
+
 RewardFn = Callable[[Sequence[Chem.Mol]], Tensor]
 """A reward: ``mols (length B) -> [B]`` non-negative scores."""
 
@@ -33,13 +35,6 @@ class RewardError(ValueError):
 
 def _name(fn) -> str:
     return getattr(fn, "__name__", type(fn).__name__)
-
-
-def _smiles(mol) -> str:
-    try:
-        return Chem.MolToSmiles(mol)
-    except Exception:  # an unsanitizable molecule may not even print
-        return "<no SMILES>"
 
 
 def _as_scores(fn, out, n: int) -> Tensor:
@@ -195,7 +190,12 @@ class SmilesReward:
     """A reward from any function of canonical SMILES strings: ``fn(list[str])`` returning
     ``B`` scores as a list, NumPy array or tensor. Shapes: ``B mols -> [B]``.
 
-    Example: ``SmilesReward(lambda smiles: [len(s) / 50 for s in smiles])``.
+    Example (the function reads canonical SMILES)::
+
+        >>> from rdkit import Chem
+        >>> reward = SmilesReward(lambda smiles: [len(s) / 50 for s in smiles])
+        >>> reward([Chem.MolFromSmiles("OCC"), Chem.MolFromSmiles("c1ccccc1")])  # CCO and c1ccccc1
+        tensor([0.0600, 0.1600])
     """
 
     def __init__(self, fn: Callable[[list[str]], object]):
@@ -238,9 +238,9 @@ def _structure_problem(i: int, mol) -> str | None:
         try:
             problems = Chem.DetectChemistryProblems(mol)
         except RuntimeError as e:  # RDKit cannot even check some molecules, e.g. [CH128]
-            return f"molecule {i} fails RDKit sanitization ({e}): {_smiles(mol)}"
+            return f"molecule {i} fails RDKit sanitization ({e}): {describe_molecule(mol)}"
     if problems:
-        return f"molecule {i} fails RDKit sanitization ({problems[0].Message()}): {_smiles(mol)}"
+        return f"molecule {i} fails RDKit sanitization ({problems[0].Message()}): {describe_molecule(mol)}"
     return None
 
 
@@ -252,7 +252,7 @@ def _one_at_a_time(reward: RewardFn, mols: list, idx: list[int], problems: dict[
         try:
             out = reward([mols[i]])
         except Exception as e:  # any error of user code names its molecule
-            msg = f"reward {_name(reward)} raised {type(e).__name__}: {e} on molecule {i}: {_smiles(mols[i])}"
+            msg = f"reward {_name(reward)} raised {type(e).__name__}: {e} on molecule {i}: {describe_molecule(mols[i])}"
             if on_error == "raise":
                 raise RewardError(msg) from e
             problems[i] = msg
@@ -302,7 +302,7 @@ def score_molecules(reward: RewardFn, mols: Sequence[Chem.Mol | None], floor: fl
     for i in bad.nonzero().flatten().tolist():
         if i not in problems:
             problems[i] = (f"reward {_name(reward)} returned {r[i].item()} (must be finite and >= 0) "
-                           f"for molecule {i}: {_smiles(mols[i])}")
+                           f"for molecule {i}: {describe_molecule(mols[i])}")
     _raise_first(problems, on_error)
     invalid = torch.zeros(len(mols), dtype=torch.bool)
     invalid[list(problems)] = True

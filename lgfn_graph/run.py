@@ -18,7 +18,7 @@ from .betas import BetaSampler, check_beta
 from .checkpoint import load_checkpoint
 from .config import EvalConfig, RunConfig, to_dict, write_config
 from .evaluate import temperature_sweep
-from .io import atomic_write
+from .files import atomic_write
 from .policy import MODES, ModelConfig, TemperatureGFlowNet
 from .resume import check_resumable
 from .rewards import RewardFn

@@ -22,7 +22,7 @@ from pathlib import Path
 
 LOCK_NAME = ".lock"
 
-# what io.atomic_write names its temporary files: ".<name>.<8 characters>.tmp"
+# what files.atomic_write names its temporary files: ".<name>.<8 characters>.tmp"
 _TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 
 # the folders this process holds: real path -> [open lock file, how many holds]
@@ -47,8 +47,10 @@ class RunFolderLock:
 
     Example::
 
-        with RunFolderLock("runs/x"):
-            ...  # no other process can take runs/x until here
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     with RunFolderLock(folder):
+        ...         pass  # no other process can take the folder until here
 
     Raises:
         RunFolderBusy: from :meth:`acquire`, when another process holds it.
@@ -127,7 +129,7 @@ def _describe(record: str) -> str:
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
-    """Delete the temporary files of :func:`~lgfn_graph.io.atomic_write` (``.<name>.XXXXXXXX.tmp``)
+    """Delete the temporary files of :func:`~lgfn_graph.files.atomic_write` (``.<name>.XXXXXXXX.tmp``)
     directly in ``folder``: a writer killed between creating one and renaming it leaves it for
     good. Call only while holding the folder's lock, so that no live writer owns them. Returns
     what was removed."""

@@ -1,4 +1,10 @@
-"""Batched trajectory sampling: every step acts on all unfinished trajectories at once."""
+"""Batched trajectory sampling, and the model's terms along trajectories.
+
+Every sampling step acts on all unfinished trajectories at once. The model's terms at a batch of
+states (log P_F, learned log P_B, log F) are computed in one place, :func:`step_terms`: the
+sampler calls it once per time step, :func:`evaluate_trajectories` once over every state of
+stored trajectories, and both lay its rows out as the same :class:`TrajectoryTerms`.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,8 +13,7 @@ import torch
 from torch import Tensor
 
 from .betas import check_beta
-from .categorical import GraphActionCategorical
-from .nn.heads import element_batch
+from .categorical import GraphActionCategorical, element_batch
 from .policy import TemperatureGFlowNet, uniform_backward_log_prob
 
 
@@ -49,11 +54,11 @@ class Trajectories:
     def cat(parts: list["Trajectories"], env=None) -> "Trajectories":
         """Concatenate batches of trajectories, padding the shorter ones. ``env`` supplies
         ``backward_actions`` for parts that lack them when others have them; an env without
-        ``backward_actions`` (no learned backward policy possible) drops them instead."""
+        them (``has_backward_actions`` false: no learned backward policy possible) drops them."""
         T = max(p.actions.shape[0] for p in parts)
         # only a learned backward policy reads them, and it needs an env that can fill them in
         with_bwd = any(p.backward_actions is not None for p in parts) and (
-            all(p.backward_actions is not None for p in parts) or hasattr(env, "backward_actions"))
+            all(p.backward_actions is not None for p in parts) or (env is not None and env.has_backward_actions))
 
         def pad(x: Tensor, value, dim: int) -> Tensor:
             shape = list(x.shape)
@@ -65,12 +70,7 @@ class Trajectories:
                 return p.backward_actions
             if env is None:
                 raise ValueError("Trajectories.cat needs env to fill in backward actions")
-            out = torch.full_like(p.actions, -1)
-            for t in range(p.actions.shape[0]):
-                i = ((p.actions[t, :, 0] >= 0) & ~env.is_stop(p.actions[t].clamp_min(0))).nonzero().flatten()
-                if i.numel():
-                    out[t, i] = env.backward_actions(p.states[t][i], p.actions[t, i])
-            return out
+            return torch.stack([undo_actions(env, p.states[t], p.actions[t]) for t in range(p.actions.shape[0])])
 
         states = [type(parts[0].states[0]).cat([p.states[min(t, len(p.states) - 1)] for p in parts])
                   for t in range(T + 1)]
@@ -79,6 +79,94 @@ class Trajectories:
                             torch.cat([pad(p.log_pb, 0.0, 1) for p in parts]),
                             torch.cat([p.length for p in parts]), torch.cat([p.beta for p in parts]),
                             torch.cat([pad(bwd(p), -1, 0) for p in parts], 1) if with_bwd else None)
+
+
+@dataclass
+class StepTerms:
+    """The model's terms at a batch of ``N`` states, from one model pass, on the model's device.
+
+    Attributes:
+        actions: long ``[N, 3]``, the forward action taken at each state (given or drawn).
+        log_pf: ``[N]``, :math:`\\log P_F(a \\mid s, \\beta)` of those actions.
+        log_pb: ``[K]``, learned :math:`\\log P_B(s_{prev} \\mid s, \\beta)` at the ``K`` states
+            given backward actions, or ``None`` (none given).
+        log_flow: ``[N]``, :math:`\\log F(s, \\beta)`, or ``None`` (no state-flow head).
+    """
+
+    actions: Tensor
+    log_pf: Tensor
+    log_pb: Tensor | None
+    log_flow: Tensor | None
+
+
+def step_terms(gfn: TemperatureGFlowNet, env, states, beta: Tensor, actions: Tensor | None = None,
+               undo: Tensor | None = None, reached: Tensor | None = None, epsilon: float = 0.0,
+               generator: torch.Generator | None = None, check: bool = True) -> StepTerms:
+    """The model's terms at ``N`` states from one model pass: every term the sampler and
+    :func:`evaluate_trajectories` read is computed here.
+
+    Args:
+        gfn: the model.
+        env: the environment.
+        states: ``N`` states.
+        beta: ``[N]`` inverse temperatures (any device).
+        actions: long ``[N, 3]``, the forward action taken at each state, or ``None``: drawn
+            from the policy with ``epsilon`` and ``generator`` (:meth:`GraphActionCategorical.sample`).
+        undo: long ``[K, 3]``, the backward action back to the previous state at each state
+            ``reached`` (``undo_actions`` of the previous step). Given, the backward masks are
+            built and the learned backward policy read (the model must have one).
+        reached: long ``[K]``, the rows of ``states`` that ``undo`` belongs to (default: all).
+        check: check that given actions are in range and legal (``False`` for actions drawn
+            from the same masks).
+    """
+    dev = model_device(gfn)
+    data, fmasks, bmasks = model_inputs(env, states, dev, backward=undo is not None)
+    out = gfn.evaluate(data, beta.to(dev), fmasks, bmasks)
+    actions = out.forward.sample(epsilon, generator) if actions is None else actions.to(dev)
+    log_pf = out.forward.log_prob(actions, check=check)
+    log_pb = None
+    if undo is not None:
+        log_pb = out.backward.log_prob(undo.to(dev), None if reached is None else reached.to(dev), check=check)
+    return StepTerms(actions, log_pf, log_pb, out.log_flow)
+
+
+@dataclass
+class TrajectoryTerms:
+    """The model's terms along ``B`` trajectories of at most ``T`` actions, on the model's
+    device, with gradients (unless computed under ``torch.no_grad()``).
+
+    Attributes:
+        log_pf: ``[B, T]``, forward log-probabilities at the evaluation beta (0 after the stop).
+        log_pb: ``[B, T]``, backward log-probabilities :math:`\\log P_B(s_t \\mid s_{t+1})`,
+            learned or uniform (0 for the stop and after).
+        log_flow: ``[B, T + 1]``, state flows :math:`\\log F(s_t, \\beta)` (0 after the stop;
+            the loss sets column 0 and the terminal's), or ``None`` (no state-flow head).
+    """
+
+    log_pf: Tensor
+    log_pb: Tensor
+    log_flow: Tensor | None
+
+    @staticmethod
+    def from_steps(steps: list[StepTerms], ii: Tensor, tt: Tensor, shape: tuple[int, int],
+                   log_pb: Tensor | None = None) -> "TrajectoryTerms":
+        """Lay out the terms of ``steps`` (concatenated: ``N`` states, those of trajectory
+        ``ii [N]`` at time ``tt [N]``) on ``[B, T] = shape`` grids. ``log_pb``: ``[B, T]``
+        recorded (uniform) backward log-probabilities, or ``None``: the steps' learned ones,
+        one for each state with ``tt >= 1`` in order, each going to column ``tt - 1``."""
+        B, T = shape
+        pf = _cat([s.log_pf for s in steps])
+        ii, tt = ii.to(pf.device), tt.to(pf.device)
+        log_pf = pf.new_zeros(B, T).index_put((ii, tt), pf)
+        if log_pb is None:
+            child = (tt >= 1).nonzero().flatten()
+            pb = _cat([s.log_pb for s in steps if s.log_pb is not None] or [pf.new_zeros(0)])
+            log_pb = pf.new_zeros(B, T).index_put((ii[child], tt[child] - 1), pb)
+        log_flow = None
+        if steps[0].log_flow is not None:
+            flow = _cat([s.log_flow for s in steps])
+            log_flow = flow.new_zeros(B, T + 1).index_put((ii, tt), flow)
+        return TrajectoryTerms(log_pf, log_pb.to(pf.device), log_flow)
 
 
 def sample_trajectories(gfn: TemperatureGFlowNet, env, beta: Tensor, epsilon: float = 0.0,
@@ -102,81 +190,116 @@ def sample_trajectories(gfn: TemperatureGFlowNet, env, beta: Tensor, epsilon: fl
 
 
 def sample_and_evaluate(gfn: TemperatureGFlowNet, env, beta: Tensor, epsilon: float = 0.0,
-                        generator: torch.Generator | None = None) -> tuple[Trajectories, "Replay"]:
+                        generator: torch.Generator | None = None) -> tuple[Trajectories, TrajectoryTerms]:
     """:func:`sample_trajectories`, also returning the model's terms along the trajectories
     (with gradients unless under ``torch.no_grad()``) from the passes that sampled them.
 
-    The :class:`Replay` equals ``replay(gfn, env, traj)`` (up to float rounding) at the
-    sampling beta, without a second pass over the states: on-policy training back-propagates
-    through the sampling passes. A learned backward policy is read at each state reached (its
-    masks built there), state flows at every state visited.
+    The :class:`TrajectoryTerms` equal ``evaluate_trajectories(gfn, env, traj)`` (up to float
+    rounding) at the sampling beta, without a second pass over the states: on-policy training
+    back-propagates through the sampling passes. A learned backward policy is read at each
+    state reached (its masks built there), state flows at every state visited.
     """
     return _rollout(gfn, env, beta, epsilon, generator, evaluate=True)
 
 
 def _rollout(gfn: TemperatureGFlowNet, env, beta: Tensor, epsilon: float, generator: torch.Generator | None,
-             evaluate: bool) -> tuple[Trajectories, "Replay | None"]:
+             evaluate: bool) -> tuple[Trajectories, TrajectoryTerms | None]:
     beta = check_beta(beta)
     B, dev = beta.shape[0], model_device(gfn)
     learned = evaluate and gfn.backward_policy is not None
-    if learned and not hasattr(env, "backward_actions"):
+    if learned and not env.has_backward_actions:
         raise ValueError(f"a learned backward policy needs {type(env).__name__}.backward_actions(states, actions)")
-    flows = evaluate and gfn.state_flow is not None
     s = env.initial(B)
     done = torch.zeros(B, dtype=torch.bool)
-    states, actions, log_pf, log_pb = [s], [], [], []
-    rep_pf, rep_pb, rep_flow = [], [], []  # per step, on the model's device, with gradients
-    undo = None  # [B, 3]: the backward action undoing each trajectory's last action (learned P_B)
     length = torch.zeros(B, dtype=torch.long)
     beta_dev = beta.to(dev)
+    states = [s]
+    in_flight, terms, taken, uniform = [], [], [], []  # per step: trajectories, StepTerms, actions, uniform P_B
+    undo = None  # [B, 3]: the backward action undoing each trajectory's last action (learned P_B, after step 0)
     for t in range(env.max_steps):
         idx = (~done).nonzero().flatten()
         if idx.numel() == 0:
             break
         sub = s[idx]
-        idx_dev = idx.to(dev)
-        data, masks, bmasks = model_inputs(env, sub, dev, backward=learned and t > 0)
-        out = gfn.evaluate(data, beta_dev[idx_dev], masks, bmasks)
-        a_dev = out.forward.sample(epsilon, generator)
-        lp = out.forward.log_prob(a_dev, check=False)  # drawn from the masks, so legal
-        a = a_dev.cpu()
+        # P_B(s_{t-1} | s_t) is read at s_t: every state in flight after step 0 was reached by a non-stop action
+        step = step_terms(gfn, env, sub, beta_dev[idx.to(dev)], undo=None if undo is None else undo[idx],
+                          epsilon=epsilon, generator=generator, check=False)  # drawn from the masks, so legal
+        a = step.actions.cpu()
         nxt = env.step(sub, a, check=False)
         stop = env.is_stop(a)
-        pb = torch.where(stop, torch.zeros(()), uniform_backward_log_prob(env, nxt))
-        step_a = torch.full((B, 3), -1, dtype=torch.long)
-        step_a[idx] = a
-        actions.append(step_a)
-        log_pf.append(torch.zeros(B, dtype=lp.dtype).index_put((idx,), lp.detach().cpu()))
-        log_pb.append(torch.zeros(B).index_put((idx,), pb))
-        if evaluate:
-            rep_pf.append(lp.new_zeros(B).index_put((idx_dev,), lp))
-            if flows:
-                rep_flow.append(out.log_flow.new_zeros(B).index_put((idx_dev,), out.log_flow))
-            if learned and t > 0:  # P_B(s_{t-1} | s_t): every state in flight was reached by a non-stop action
-                b_lp = out.backward.log_prob(undo[idx].to(dev), check=False)
-                rep_pb.append(b_lp.new_zeros(B).index_put((idx_dev,), b_lp))
-            if learned:
-                undo = torch.full((B, 3), -1, dtype=torch.long)
-                go = ~stop
-                if bool(go.any()):
-                    undo[idx[go]] = env.backward_actions(sub[go.nonzero().flatten()], a[go])
+        if learned:
+            undo = torch.full((B, 3), -1, dtype=torch.long).index_put((idx,), undo_actions(env, sub, a))
+        in_flight.append(idx)
+        terms.append(step)
+        taken.append(a)
+        uniform.append(torch.where(stop, torch.zeros(()), uniform_backward_log_prob(env, nxt)))
         length[idx] += 1
         s = s.clone()
         s.put(idx, nxt)
         states.append(s)
         done[idx[stop]] = True
-    traj = Trajectories(states, torch.stack(actions), torch.stack(log_pf, 1), torch.stack(log_pb, 1), length, beta)
+    T = len(in_flight)
+    ii, tt = _time_major(in_flight)
+    pf = _cat([x.log_pf.detach() for x in terms]).cpu()
+    traj = Trajectories(states, torch.full((T, B, 3), -1, dtype=torch.long).index_put((tt, ii), _cat(taken)),
+                        torch.zeros(B, T, dtype=pf.dtype).index_put((ii, tt), pf),
+                        torch.zeros(B, T).index_put((ii, tt), _cat(uniform)), length, beta)
     if not evaluate:
         return traj, None
-    if learned:  # the last action of every trajectory is its stop, whose P_B is 0
-        rep_pb.append(rep_pf[0].new_zeros(B))
-        pb_dev = torch.stack(rep_pb, 1)
-    else:
-        pb_dev = traj.log_pb.to(dev)
-    log_flow = None
-    if flows:  # column T (the terminal) is the loss's, as in :func:`replay`
-        log_flow = torch.cat([torch.stack(rep_flow, 1), rep_flow[0].new_zeros(B, 1)], 1)
-    return traj, Replay(torch.stack(rep_pf, 1), pb_dev, log_flow)
+    return traj, TrajectoryTerms.from_steps(terms, ii, tt, (B, T), None if learned else traj.log_pb)
+
+
+def evaluate_trajectories(gfn: TemperatureGFlowNet, env, traj: Trajectories,
+                          beta: Tensor | None = None) -> TrajectoryTerms:
+    """The model's terms along stored trajectories, from one batched pass over every visited state.
+
+    Trajectories may have been sampled at other betas (exploration) or come from data; the
+    result is at ``beta`` (``[B]``, default ``traj.beta``). With a learned backward policy,
+    ``log P_B(s_t | s_{t+1})`` is read at ``s_{t+1}``, a state of the same pass, for the backward
+    action ``traj.backward_actions`` holds (else ``env.backward_actions``).
+    """
+    beta = traj.beta if beta is None else check_beta(beta)
+    B, T = traj.log_pf.shape
+    learned = gfn.backward_policy is not None
+    if learned and traj.backward_actions is None and not env.has_backward_actions:
+        raise ValueError(f"a learned backward policy needs {type(env).__name__}.backward_actions(states, actions)")
+    idx = [(traj.length > t).nonzero().flatten() for t in range(T)]
+    ii, tt = _time_major(idx)
+    states = type(traj.states[0]).cat([traj.states[t][i] for t, i in enumerate(idx)])
+    actions = torch.cat([traj.actions[t, i] for t, i in enumerate(idx)])
+    undo = reached = None
+    if learned:  # state (i, t >= 1) was reached by a non-stop action from row (i, t - 1)
+        row = torch.full((T, B), -1, dtype=torch.long)
+        row[tt, ii] = torch.arange(ii.shape[0])
+        reached = (tt >= 1).nonzero().flatten()
+        parent = row[tt[reached] - 1, ii[reached]]
+        if traj.backward_actions is not None:
+            undo = traj.backward_actions[tt[parent], ii[parent]]
+        else:
+            undo = env.backward_actions(states[parent], actions[parent])
+    step = step_terms(gfn, env, states, beta[ii], actions, undo, reached)
+    return TrajectoryTerms.from_steps([step], ii, tt, (B, T), None if learned else traj.log_pb)
+
+
+def undo_actions(env, states, actions: Tensor) -> Tensor:
+    """The backward action, in the next state's numbering, that undoes each forward action
+    ``actions [N, 3]`` taken at ``states``: long ``[N, 3]``, ``-1`` for a stop or padding (``-1``)
+    action. Needs ``env.has_backward_actions``."""
+    out = torch.full_like(actions, -1)
+    i = ((actions[:, 0] >= 0) & ~env.is_stop(actions.clamp_min(0))).nonzero().flatten()
+    if i.numel():
+        out[i] = env.backward_actions(states[i], actions[i])
+    return out
+
+
+def _time_major(idx: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """The rows ``idx[t]`` (trajectories evaluated at time ``t``) as ``(trajectory [N], time [N])``."""
+    return torch.cat(idx), torch.cat([torch.full_like(i, t) for t, i in enumerate(idx)])
+
+
+def _cat(parts: list[Tensor]) -> Tensor:
+    """``torch.cat`` that returns a single part as is (no copy)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def model_inputs(env, states, device: torch.device, backward: bool = False):
@@ -216,7 +339,7 @@ def sample_backward_trajectories(env, terminal, beta: Tensor, generator: torch.G
     initial state and is returned in forward order, ending with the stop action. Each action
     is legal at the state before it, and the state after it is that result up to a numbering
     of nodes; ``backward_actions`` holds the removals in the numbering of the later state.
-    ``log_pf`` is zero (the model has not been evaluated: :func:`replay` does that) and
+    ``log_pf`` is zero (the model has not been evaluated: :func:`evaluate_trajectories` does that) and
     ``log_pb`` holds the uniform backward log-probabilities.
 
     Args:
@@ -261,68 +384,10 @@ def sample_backward_trajectories(env, terminal, beta: Tensor, generator: torch.G
     for t in range(T):
         moving = t < steps
         k = (steps - 1 - t).clamp_min(0)
-        a = torch.where(moving[:, None], allfwd[k, ar], torch.zeros(B, 3, dtype=torch.long))  # stop: (0, 0, 0)
+        a = torch.where(moving[:, None], allfwd[k, ar], env.stop_actions(B))
         a[t > steps] = -1
         actions.append(a)
         bactions.append(torch.where(moving[:, None], allbwd[k, ar], torch.full((B, 3), -1, dtype=torch.long)))
         log_pb.append(torch.where(moving, uniform_backward_log_prob(env, states[t + 1]), torch.zeros(())))
     return Trajectories(states, torch.stack(actions), torch.zeros(B, T), torch.stack(log_pb, 1), steps + 1, beta,
                         backward_actions=torch.stack(bactions))
-
-
-@dataclass
-class Replay:
-    """The model's terms along stored trajectories, with gradients.
-
-    Attributes:
-        log_pf: ``[B, T]``, forward log-probabilities at the replay beta.
-        log_pb: ``[B, T]``, backward log-probabilities (learned or uniform; 0 for the stop).
-        log_flow: ``[B, T + 1]``, state flows :math:`\\log F(s_t, \\beta)` (0 where no state was
-            evaluated: column 0 and the terminal column belong to the loss), or ``None``.
-    """
-
-    log_pf: Tensor
-    log_pb: Tensor
-    log_flow: Tensor | None
-
-
-def replay(gfn: TemperatureGFlowNet, env, traj: Trajectories, beta: Tensor | None = None) -> Replay:
-    """Evaluate the model on every visited state of ``traj`` in one batched pass.
-
-    Trajectories may have been sampled at other betas (exploration) or come from data; the
-    result is at ``beta`` (``[B]``, default ``traj.beta``). With a learned backward policy,
-    ``log P_B(s_t | s_{t+1})`` is read at ``s_{t+1}``, a state of the same pass.
-    """
-    beta = traj.beta if beta is None else check_beta(beta)
-    B, T = traj.log_pf.shape
-    dev = model_device(gfn)
-    idx = [(traj.length > t).nonzero().flatten() for t in range(T)]
-    tt = torch.cat([torch.full_like(i, t) for t, i in enumerate(idx)])
-    ii = torch.cat(idx)
-    states = type(traj.states[0]).cat([traj.states[t][i] for t, i in enumerate(idx)])
-    actions = torch.cat([traj.actions[t, i] for t, i in enumerate(idx)])
-    learned = gfn.backward_policy is not None
-    if learned and traj.backward_actions is None and not hasattr(env, "backward_actions"):
-        raise ValueError(f"a learned backward policy needs {type(env).__name__}.backward_actions(states, actions)")
-    data, fmasks, bmasks = model_inputs(env, states, dev, backward=learned)
-    out = gfn.evaluate(data, beta[ii].to(dev), fmasks, bmasks)
-    ii, tt = ii.to(dev), tt.to(dev)
-    log_pf = torch.zeros(B, T, dtype=out.forward.dtype, device=dev).index_put(
-        (ii, tt), out.forward.log_prob(actions.to(dev)))
-    if learned:
-        row = torch.full((T, B), -1, dtype=torch.long, device=dev)
-        row[tt, ii] = torch.arange(ii.shape[0], device=dev)
-        child = (tt >= 1).nonzero().flatten()  # rows reached by a non-stop action
-        parent = row[tt[child] - 1, ii[child]]
-        if traj.backward_actions is not None:
-            bwd = traj.backward_actions.to(dev)[tt[parent], ii[parent]]
-        else:
-            cpu_parent = parent.cpu()
-            bwd = env.backward_actions(states[cpu_parent], actions[cpu_parent]).to(dev)
-        log_pb = torch.zeros_like(log_pf).index_put((ii[child], tt[child] - 1), out.backward.log_prob(bwd, child))
-    else:
-        log_pb = traj.log_pb.to(dev)
-    log_flow = None
-    if out.log_flow is not None:
-        log_flow = torch.zeros(B, T + 1, dtype=out.log_flow.dtype, device=dev).index_put((ii, tt), out.log_flow)
-    return Replay(log_pf, log_pb, log_flow)

@@ -30,7 +30,8 @@ from torch_geometric.nn import NNConv, Set2Set
 from torch_geometric.utils import coalesce, scatter
 
 from .featurize import NUM_ATOM_FEATURES, NUM_BOND_FEATURES, FeaturizeError, mol_to_graph
-from .io import atomic_write
+from .files import atomic_write
+from .smiles import describe_molecule
 
 WEIGHTS_URL = "https://raw.githubusercontent.com/GFNOrg/gflownet/master/mols/data/pretrained_proxy/best_params.pkl.gz"
 """Public address of the published weights (GFNOrg/gflownet, MIT), used to fill the cache."""
@@ -57,13 +58,6 @@ class SEHProxyError(FeaturizeError):
 
 class WeightsUnavailableError(OSError):
     """The proxy weights are neither at a given path nor in the cache, and cannot be downloaded."""
-
-
-def _describe(mol) -> str:
-    try:
-        return Chem.MolToSmiles(mol) if mol is not None else "None"
-    except Exception:  # a molecule too broken to write; its index is named anyway
-        return "<unwritable molecule>"
 
 
 # -- the network ---------------------------------------------------------------------------------
@@ -139,7 +133,7 @@ class SEHProxy(nn.Module):
             try:
                 graphs.append(mol_to_graph(mol))
             except FeaturizeError as e:
-                raise SEHProxyError(f"sEH proxy: molecule {i} ({_describe(mol)}): {e}") from None
+                raise SEHProxyError(f"sEH proxy: molecule {i} ({describe_molecule(mol)}): {e}") from None
         return self.score_graphs(graphs, batch_size)
 
 

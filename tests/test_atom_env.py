@@ -22,7 +22,7 @@ from torch_geometric.data import Batch, Data
 import lgfn_graph as L
 from lgfn_graph.envs.atom import (ADD_ATOM, ADD_BOND, ADD_FIRST, LOWER_BOND, RAISE_BOND, REMOVE_ATOM, REMOVE_BOND,
                                   STOP, AtomEnv, AtomStates)
-from lgfn_graph.nn.heads import element_batch
+from lgfn_graph.categorical import element_batch
 
 VAL = {"C": 4, "N": 3, "O": 2, "F": 1}
 ELEMENT_SETS = [("C", "N", "O", "F"), ("C", "O"), ("N",), ("C", "F"), ("O", "F"), ("F",)]

@@ -64,12 +64,12 @@ def test_backward_walks_are_uniform_over_parents():
     assert chisquare(counts.numpy()).pvalue > 1e-3
 
 
-def test_replay_of_backward_trajectories_with_a_learned_backward_policy():
+def test_evaluating_backward_trajectories_with_a_learned_backward_policy():
     env, gfn = _frag_setup(learned=True)
     x = _terminal(env, gfn, 6)
     beta = torch.full((6,), 3.0)
     tr = L.sample_backward_trajectories(env, x, beta, torch.Generator().manual_seed(4))
-    rep = L.replay(gfn, env, tr)
+    rep = L.evaluate_trajectories(gfn, env, tr)
     for i in range(6):  # one state at a time, in each state's own numbering
         for t in range(int(tr.length[i]) - 1):
             s, nxt = tr.states[t][i], tr.states[t + 1][i]
@@ -88,7 +88,7 @@ def test_cat_pads_and_keeps_every_term():
     b = L.sample_backward_trajectories(env, _terminal(env, gfn, 3, seed=9), torch.full((3,), 7.0), g)
     both = L.Trajectories.cat([a, b], env)
     assert len(both) == 8 and torch.equal(both.length, torch.cat([a.length, b.length]))
-    ra, rb, r = L.replay(gfn, env, a), L.replay(gfn, env, b), L.replay(gfn, env, both)
+    ra, rb, r = (L.evaluate_trajectories(gfn, env, x) for x in (a, b, both))
     torch.testing.assert_close(r.log_pf.sum(1), torch.cat([ra.log_pf.sum(1), rb.log_pf.sum(1)]))
     torch.testing.assert_close(r.log_pb.sum(1), torch.cat([ra.log_pb.sum(1), rb.log_pb.sum(1)]))
     assert bool(both.terminal.equal(L.FragmentStates.cat([a.terminal, b.terminal])).all())

@@ -51,7 +51,7 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
     target = tmp_path / "result.csv"
     target.write_text("old")
     with pytest.raises(RuntimeError):
-        with L.io.atomic_write(target) as f:
+        with L.files.atomic_write(target) as f:
             f.write("partial")
             raise RuntimeError("killed")
     assert target.read_text() == "old"

@@ -166,7 +166,7 @@ def test_scoring_with_another_task_s_reward_warns_naming_both(run, capsys):
      "override 'train.stpes=3': unknown key 'train.stpes' (did you mean 'train.steps'?)"),
     (["train", "--config", "{tmp}/none.yaml"], "config file not found: {tmp}/none.yaml"),
     (["trian"], "argument COMMAND: invalid choice: 'trian'"),
-    (["sample", "--checkpoint", "x.pt", "--beta", "1", "--device", "gpu0"], "argument --device: not a torch device"),
+    (["sample", "--checkpoint", "x.pt", "--beta", "1", "--device", "gpu0"], "argument --device: must name a torch device"),
     # overrides may follow options, unknown options may not
     (["train", "train.steps=1", "--out", "{tmp}/run", "eval.n=2", "--bogus"], "unrecognized arguments: --bogus ("),
     (["sample", "--checkpoint", "x.pt", "--beta", "1", "stray"], "unrecognized arguments: stray"),
@@ -209,4 +209,4 @@ def test_cuda_without_a_gpu_is_a_one_line_error(tmp_path, capsys):
     err = _user_error(capsys, ["train", "--out", str(tmp_path / "run"), "--device", "cuda", "train.steps=1"])
     assert "train.device" in err and "no CUDA device" in err
     err = _user_error(capsys, ["sample", "--checkpoint", "x.pt", "--beta", "1", "--device", "cuda"])
-    assert "argument --device: 'cuda': this torch sees no CUDA device" in err
+    assert "argument --device: is 'cuda', but this torch sees no CUDA device" in err

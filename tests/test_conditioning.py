@@ -7,7 +7,7 @@ import torch
 from scipy import stats
 
 import lgfn_graph as L
-from lgfn_graph.sampler import replay
+from lgfn_graph.sampler import evaluate_trajectories
 
 
 def _ks(sample, cdf):
@@ -93,8 +93,8 @@ def _learned(mode="logit", **kw):
 
 
 @pytest.mark.parametrize("learned", [False, True])
-def test_sampling_passes_give_the_replay_and_its_gradients(learned):
-    """sample_and_evaluate's terms (from the passes that sampled) equal a replay of the same
+def test_sampling_passes_give_the_evaluated_terms_and_their_gradients(learned):
+    """sample_and_evaluate's terms (from the passes that sampled) equal an evaluation of the same
     trajectories, values and gradients: on-policy training may skip the second pass."""
     if learned:
         env, gfn = _learned("logit+layer")
@@ -104,7 +104,7 @@ def test_sampling_passes_give_the_replay_and_its_gradients(learned):
         gfn = L.TemperatureGFlowNet.build(env, L.ModelConfig(hidden=16, num_layers=2, heads=2, conditioning="logit"))
     beta = torch.tensor([1.0, 3.0, 9.0, 30.0, 2.0, 5.0]).repeat(3)
     traj, rep = L.sample_and_evaluate(gfn, env, beta, 0.6, torch.Generator().manual_seed(4))
-    ref = replay(gfn, env, traj)
+    ref = evaluate_trajectories(gfn, env, traj)
     assert int(traj.length.max()) >= 3 and int(traj.length.min()) < int(traj.length.max())  # mixed lengths
     terms = ["log_pf", "log_pb"] + (["log_flow"] if learned else [])
     for k in terms:
@@ -124,8 +124,9 @@ def test_sampling_passes_give_the_replay_and_its_gradients(learned):
         torch.testing.assert_close(a[n], b[n], atol=1e-5, rtol=1e-4, msg=n)
 
 
-def test_on_policy_step_equals_the_replayed_step():
-    """One trainer step with backprop_through_sampling gives the parameters a replayed step gives."""
+def test_on_policy_step_equals_the_re_evaluated_step():
+    """One trainer step with backprop_through_sampling gives the parameters that a step
+    evaluating the sampled states again gives."""
     def step(fast):
         torch.manual_seed(0)
         env = L.FragmentEnv(L.FragmentLibrary.default(), max_fragments=4)
@@ -133,7 +134,7 @@ def test_on_policy_step_equals_the_replayed_step():
         cfg = L.TrainConfig(steps=3, batch_size=8, seed=2, backprop_through_sampling=fast)
         tr = L.Trainer(env, gfn, L.QED(), cfg)
         batch = tr.collect()
-        assert (batch.replay is not None) == fast
+        assert (batch.terms is not None) == fast
         m = tr.update(batch)
         return m["loss"], {n: p.detach().clone() for n, p in gfn.named_parameters()}
 
@@ -143,15 +144,15 @@ def test_on_policy_step_equals_the_replayed_step():
         torch.testing.assert_close(pa[n], pb[n], atol=1e-5, rtol=1e-4, msg=n)
 
 
-def test_replay_matches_a_pass_one_state_at_a_time():
-    """log P_F, learned log P_B and log F from the one batched replay pass, against the model
-    evaluated at each state alone; replay at another beta than sampling."""
+def test_evaluate_trajectories_matches_a_pass_one_state_at_a_time():
+    """log P_F, learned log P_B and log F from the one batched pass of evaluate_trajectories,
+    against the model evaluated at each state alone, at another beta than sampling."""
     env, gfn = _learned("logit+layer")
     with torch.no_grad():
         traj = L.sample_trajectories(gfn, env, torch.tensor([1.0, 3.0, 9.0, 30.0]), 0.2, torch.Generator().manual_seed(2))
     beta = torch.tensor([2.0, 5.0, 7.0, 11.0])
     with torch.no_grad():
-        rep = replay(gfn, env, traj, beta)
+        rep = evaluate_trajectories(gfn, env, traj, beta)
     for i in range(len(traj)):
         n = int(traj.length[i])
         for t in range(n):
@@ -209,7 +210,9 @@ def test_training_at_beta_up_to_5000_stays_finite():
     gfn = L.TemperatureGFlowNet.build(env, L.ModelConfig(hidden=8, num_layers=1, heads=1))
     cfg = L.TrainConfig(steps=1000, batch_size=4, beta=L.BetaSampler(1.0, 5000.0), lr=1e-3)
     h = L.Trainer(env, gfn, L.QED(), cfg).train(progress=False)
-    assert all(math.isfinite(m["loss"]) for m in h)
+    # no step skipped: the guard against non-finite steps would keep the parameters finite anyway
+    assert len(h) == 1000 and sum(m["skipped"] for m in h) == 0
+    assert all(math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"]) for m in h)
     assert all(bool(torch.isfinite(p).all()) for p in gfn.parameters())
     with torch.no_grad():
         traj = L.sample_trajectories(gfn, env, torch.tensor([1.0, 5000.0]))

@@ -7,11 +7,12 @@ hypothesis ``st.text()`` and real SMILES with random insertions, deletions and r
 """
 import csv
 import json
+import math
 import re
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from rdkit import Chem, RDLogger
 from sklearn.ensemble import RandomForestRegressor
@@ -170,15 +171,39 @@ def test_fingerprint_proxy_predicts_or_names_the_smiles(proxy, text):
     assert pred.shape == (2,) and torch.isfinite(pred).all()
 
 
+@st.composite
+def training_smiles(draw) -> list[str]:
+    """Two to four real SMILES, none to all of them replaced by fuzzed text (so that some fits succeed)."""
+    texts = draw(st.lists(st.sampled_from(SEEDS), min_size=2, max_size=4))
+    for i in draw(st.lists(st.integers(0, len(texts) - 1), max_size=len(texts))):
+        texts[i] = draw(SMILES)
+    return texts
+
+
 @fuzz(30)
-@given(texts=st.lists(SMILES, min_size=2, max_size=4))
+@given(texts=training_smiles())
+@example(texts=SEEDS[:3])  # a fit that succeeds, whatever the draws
 def test_fingerprint_proxy_fit_or_names_the_smiles(texts):
+    bad = [i for i, t in enumerate(texts) if Chem.MolFromSmiles(t) is None or not Chem.MolFromSmiles(t).GetNumAtoms()]
+    values = [float(i) for i in range(len(texts))]
     est = RandomForestRegressor(n_estimators=2, n_jobs=1, random_state=0)
     try:
-        FingerprintProxy(est).fit(texts, list(range(len(texts))), cv=None)
+        proxy = FingerprintProxy(est).fit(texts, values, cv=2)
     except ProxyError as e:
-        i = next(i for i, t in enumerate(texts) if Chem.MolFromSmiles(t) is None or not Chem.MolFromSmiles(t).GetNumAtoms())
-        assert f"molecule {i}" in str(e) and repr(texts[i]) in str(e), str(e)
+        assert bad, f"fit rejected readable SMILES {texts}: {e}"
+        assert f"molecule {bad[0]}" in str(e) and repr(texts[bad[0]]) in str(e), str(e)
+        return
+    assert not bad, f"fit accepted the unreadable SMILES {texts[bad[0]]!r}"
+    pred = proxy.predict(texts)
+    # a forest predicts averages of training values: finite and within their range
+    assert pred.shape == (len(texts),) and bool(torch.isfinite(pred).all())
+    assert bool((pred >= 0).all() and (pred <= len(texts) - 1).all()), pred
+    rep = proxy.cv_report
+    assert (rep.n, rep.folds, rep.seed) == (len(texts), 2, 0)
+    # out-of-fold predictions are training values too: every error is at most their range
+    assert 0 <= rep.rmse <= len(texts) - 1, rep
+    assert rep.r2 <= 1, rep  # the values 0, 1, ... are never constant: R^2 is a number
+    assert math.isnan(rep.spearman) or -1 <= rep.spearman <= 1, rep
 
 
 # -- the sEH proxy: featurising needs no weights ------------------------------------------------
@@ -206,21 +231,27 @@ def test_seh_proxy_scores_or_names_the_molecule(seh_model, text, sanitize):
 
 # -- fragment libraries -------------------------------------------------------------------------
 @fuzz(100)
-@given(text=SMILES, atoms=st.lists(st.integers(-1, 8), max_size=3))
+@given(text=st.one_of(st.sampled_from(SEEDS), SMILES), atoms=st.lists(st.integers(-1, 8), max_size=3))
+@example(text="C1CCNCC1", atoms=[0, 3])  # a library that both readers accept, whatever the draws
 def test_fragment_library_accepts_or_names_the_fragment(tmp_path, text, atoms):
     pairs = [("c1ccccc1", [0]), (text, atoms)]
     try:
         lib = L.FragmentLibrary.from_pairs(pairs)
     except L.FragmentLibraryError as e:
         assert f"fragment 1 ({text!r})" in str(e), str(e)
+        lib = None
     else:
         assert lib.num_fragments == 2 and lib.num_library_stems == 1 + len(atoms)
     path = tmp_path / "library.json"
     path.write_text(json.dumps([{"smiles": s, "attachment_atoms": a} for s, a in pairs]))
     try:
-        L.FragmentLibrary.from_json(path)
+        read = L.FragmentLibrary.from_json(path)
     except L.FragmentLibraryError as e:
         assert str(path) in str(e) and "fragment 1" in str(e), str(e)
+        assert lib is None, f"from_json refused what from_pairs accepted: {e}"
+    else:  # the file holds the same library
+        assert lib is not None, "from_json accepted what from_pairs refused"
+        assert read.fragments == lib.fragments
 
 
 # -- metrics (skipped where the module is absent) -----------------------------------------------

@@ -48,10 +48,10 @@ def execute(path: Path, workdir: Path, tiny: bool, timeout: int = 600):
 
 
 def tagged_text(nb, tag: str) -> str:
-    """The printed output of the one cell tagged ``tag``."""
+    """The printed output (stdout: warnings go to stderr) of the one cell tagged ``tag``."""
     cells = [c for c in nb.cells if tag in c.metadata.get("tags", [])]
     assert len(cells) == 1, f"expected one cell tagged {tag!r}, found {len(cells)}"
-    return "".join(o.get("text", "") for o in cells[0].outputs if o.output_type == "stream")
+    return "".join(o.get("text", "") for o in cells[0].outputs if o.output_type == "stream" and o.name == "stdout")
 
 
 def table_rows(text: str) -> list[list[str]]:
@@ -103,6 +103,25 @@ def test_offline_generalization(run_tiny):
         spearman, pearson = float(r[2]), float(r[3])
         assert math.isfinite(spearman) and math.isfinite(pearson) and abs(spearman) <= 1 and abs(pearson) <= 1
     assert len(table_rows(tagged_text(nb, "clip"))) == 4
+
+
+def test_pyg_pipeline(run_tiny):
+    nb = run_tiny("pyg_pipeline.ipynb")
+    report = tagged_text(nb, "report")
+    assert re.search(r"held out \d+ of \d+ molecules", report)
+    spearman = float(re.search(r"held-out Spearman: (\S+)", report).group(1))
+    assert math.isfinite(spearman) and abs(spearman) <= 1
+    rows = table_rows(tagged_text(nb, "dial"))
+    assert [float(r[0]) for r in rows] == [1.0, 4.0, 16.0]  # one row per beta
+    for _, n, mean_reward, mean_qed, unique, _ in rows:
+        assert int(n) > 0 and 0.0 <= float(mean_reward) < math.inf and 0.0 <= float(mean_qed) <= 1.0
+        assert 0.0 < float(unique) <= 1.0
+    roundtrip = tagged_text(nb, "roundtrip")
+    assert "loaded == saved: True" in roundtrip
+    batches = int(re.search(r"DataLoader batches: (\d+)", roundtrip).group(1))
+    assert batches == math.ceil(sum(int(r[1]) for r in rows) / 64)  # every sample, 64 a batch
+    assert "proxy(batch) == y: True" in roundtrip  # the loaded graphs score as the reward did
+    assert "identical samples after reloading: True" in tagged_text(nb, "reload")
 
 
 def test_notebooks_are_stored_with_outputs_and_no_errors():

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 import lgfn_graph as L
-from lgfn_graph.nn.heads import element_batch
+from lgfn_graph.categorical import element_batch
 
 
 class ReturnsBeta(nn.Module):
@@ -84,6 +84,33 @@ def test_none_mode_ignores_beta_and_layer_mode_uses_it(env):
         assert all(torch.allclose(x, y) for x, y in zip(a, b)) == same, mode
 
 
+@pytest.mark.parametrize("mode", ["logit", "layer", "logit+layer", "none"])
+def test_log_prob_gradients_are_finite_and_reach_exactly_the_parameters_in_use(env, mode):
+    gfn = L.TemperatureGFlowNet.build(env, L.ModelConfig(hidden=16, num_layers=1, heads=2, conditioning=mode))
+    s = random_states(env, 6, 3)  # three fragments: a node with two neighbours, so keys matter
+    data, masks = env.to_graph(s), env.forward_masks(s)
+    cat = gfn.policy(data, torch.tensor([1.0, 2.0, 4.0, 8.0, 16.0, 32.0]), masks)
+    cat.log_prob(cat.sample(1.0, torch.Generator().manual_seed(0))).sum().backward()
+    used = {"logit": {"backbone", "heads", "scaler"}, "layer": {"backbone", "heads", "beta_embedding"},
+            "logit+layer": {"backbone", "heads", "scaler", "beta_embedding"}, "none": {"backbone", "heads"}}[mode]
+    assert {name for name, m in gfn.policy.named_children() if any(True for _ in m.parameters())} == used
+    assert all(p.grad is None for p in gfn.log_z.parameters()), "log Z is no term of log P_F"
+    add_first = [t.name for t in env.forward_action_types].index("add_first")
+    # gradients that vanish by construction, whatever the weights: add_first is masked in every
+    # state with a fragment (masked actions get gradient exactly 0); the positive scaler's output
+    # layer starts at zero weights, so nothing reaches the layers behind it; an attention key bias
+    # adds the same q.b to every score of a query, which the softmax over keys cancels.
+    vanish = (f"heads.mlps.{add_first}.", "scaler.mlp.1.", "scaler.mlp.3.")
+    for name, p in gfn.policy.named_parameters():
+        assert p.grad is not None, name
+        assert bool(torch.isfinite(p.grad).all()), name
+        size = float(p.grad.abs().max())
+        if name.startswith(vanish) or name.endswith("lin_key.bias"):
+            assert size < 1e-7, f"{name}: gradient {size:.2e} where it must vanish"
+        else:
+            assert size > 1e-6, f"{name}: gradient {size:.2e} where it must not vanish"
+
+
 def test_positive_scaler_starts_at_one_and_stays_positive():
     sc = L.LogitScaler("positive")
     beta = torch.tensor([0.1, 1.0, 10.0, 1000.0])
@@ -150,7 +177,9 @@ def test_custom_backbone_replaces_the_default(env):
     traj, rep = L.sample_and_evaluate(gfn, env, torch.full((6,), 2.0), generator=torch.Generator().manual_seed(0))
     assert bool((traj.terminal.n >= 1).all())
     rep.log_pf.sum().backward()
-    assert policy.backbone.conv.lin.weight.grad is not None
+    for name, p in policy.backbone.named_parameters():
+        assert p.grad is not None and bool(torch.isfinite(p.grad).all()), name
+        assert float(p.grad.abs().max()) > 1e-6, f"{name}: no gradient reaches the custom backbone"
 
 
 def test_unknown_mode_is_an_error():

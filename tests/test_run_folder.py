@@ -25,10 +25,11 @@ import torch
 
 import lgfn_graph as L
 from lgfn_graph.cli import main
-from lgfn_graph.io import atomic_write
+from lgfn_graph.files import atomic_write
 from lgfn_graph.runfolder import RunFolderBusy, RunFolderError, RunFolderLock
 from lgfn_graph.sampledb import SampleDB
-from lgfn_graph.trainer import TrainingInterrupted, _truncate_metrics
+from lgfn_graph.trainer import TrainingInterrupted
+from lgfn_graph.trainer.outputs import truncate_metrics
 from test_cli import _user_error
 from test_resume import EVERY, STEPS, _params, _same, _wait_for_step, make_trainer
 from test_resume import uninterrupted  # noqa: F401  (a fixture: the same run, never stopped)
@@ -233,10 +234,10 @@ def test_a_rerun_after_a_crash_before_the_first_checkpoint_writes_each_step_once
 def test_truncating_metrics_drops_a_partial_line_and_never_glues_the_next(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "lo')
-    _truncate_metrics(path, 5)
+    truncate_metrics(path, 5)
     assert path.read_text() == '{"step": 1}\n{"step": 2}\n'
     path.write_text('{"step": 1}\n{"step": 2}')  # a whole last line, killed before its newline
-    _truncate_metrics(path, 1)
+    truncate_metrics(path, 1)
     assert path.read_text() == '{"step": 1}\n'
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -11,6 +11,7 @@ from torch import Tensor
 from torch_geometric.data import Batch, Data
 
 from ..categorical import ActionType
+from .base import Env, PaddedStates
 
 STOP, ADD_FIRST, ADD_ATOM, ADD_BOND, RAISE_BOND = range(5)  # forward action types
 REMOVE_ATOM, REMOVE_BOND, LOWER_BOND = range(3)  # backward action types
@@ -20,7 +21,7 @@ VALENCE = {"B": 3, "C": 4, "N": 3, "O": 2, "F": 1, "P": 3, "S": 2, "Cl": 1, "Br"
 
 
 @dataclass
-class AtomStates:
+class AtomStates(PaddedStates):
     """A batch of molecular graphs as padded tensors (``B`` states, at most ``N`` atoms).
 
     Atom ``k`` is the ``k``-th atom added; the order is part of the state (see :class:`AtomEnv`).
@@ -37,34 +38,6 @@ class AtomStates:
     n: Tensor
     bond: Tensor
 
-    def _map(self, fn) -> "AtomStates":
-        return type(self)(*(fn(getattr(self, f.name)) for f in fields(self)))
-
-    def __len__(self) -> int:
-        return self.n.shape[0]
-
-    def __getitem__(self, idx) -> "AtomStates":
-        if isinstance(idx, int):
-            idx = slice(idx, idx + 1 if idx != -1 else None)
-        return self._map(lambda t: t[idx])
-
-    def clone(self) -> "AtomStates":
-        return self._map(torch.clone)
-
-    def put(self, idx: Tensor, other: "AtomStates") -> None:
-        """Overwrite the states at ``idx`` (long ``[k]``) with ``other`` (``k`` states), in place."""
-        for f in fields(self):
-            getattr(self, f.name)[idx] = getattr(other, f.name)
-
-    @classmethod
-    def cat(cls, states: Sequence["AtomStates"]) -> "AtomStates":
-        return cls(*(torch.cat([getattr(s, f.name) for s in states]) for f in fields(cls)))
-
-    def equal(self, other: "AtomStates") -> Tensor:
-        """Exact (same atom order) equality per state, bool ``[B]``."""
-        same = [getattr(self, f.name) == getattr(other, f.name) for f in fields(self)]
-        return torch.stack([s.flatten(1).all(1) if s.dim() > 1 else s for s in same]).all(0)
-
     def graph(self, i: int) -> tuple[list[int], dict[tuple[int, int], int]]:
         """State ``i`` as Python objects: elements and ``{(u, v): order}`` with ``u < v``."""
         n = int(self.n[i])
@@ -72,7 +45,7 @@ class AtomStates:
         return self.elem[i, :n].tolist(), {(u, v): b[u][v] for v in range(n) for u in range(v) if b[u][v]}
 
 
-class AtomEnv:
+class AtomEnv(Env):
     r"""Build molecules one atom or one bond order at a time.
 
     Forward actions (``forward_action_types``; rows ``(type, row, col)``):
@@ -122,6 +95,11 @@ class AtomEnv:
         ban_3ring_triple: forbid triple bonds in 3-membered rings.
     """
 
+    kind = "atom"
+    states_type = AtomStates
+    size_name = "num_atoms"
+    stop_type = STOP
+
     def __init__(self, elements: Sequence[str] = ("C", "N", "O", "F"), max_atoms: int = 9,
                  ban_3ring_triple: bool = True):
         elements = tuple(elements)
@@ -148,6 +126,21 @@ class AtomEnv:
         self.max_steps = min(N * V // 2, 3 * self.P) + 2
         self._pj, self._pi = torch.tril_indices(N, N, -1)  # pair p = (pi, pj), p = pj (pj - 1) / 2 + pi
         self._before = torch.arange(N)[None, :] < torch.arange(N)[:, None]  # [k, m]: m < k
+
+    # -- specs ---------------------------------------------------------------------------------
+    def spec(self) -> dict:
+        """``{"kind": "atom", "elements", "max_atoms", "ban_3ring_triple"}``: what rebuilds the
+        environment (:meth:`Env.from_spec`)."""
+        return {"kind": self.kind, "elements": list(self.elements), "max_atoms": self.max_atoms,
+                "ban_3ring_triple": self.ban_3ring_triple}
+
+    @classmethod
+    def _from_spec(cls, spec: dict) -> "AtomEnv":
+        return cls(spec["elements"], spec["max_atoms"], spec["ban_3ring_triple"])
+
+    @classmethod
+    def _describe(cls, spec: dict) -> str:
+        return f"atoms {spec['elements']}, at most {spec['max_atoms']}"
 
     # -- states --------------------------------------------------------------------------------
     def initial(self, batch_size: int) -> AtomStates:
@@ -257,9 +250,6 @@ class AtomEnv:
         return sum(d.flatten(1).sum(1) for d in self._dense_backward(states))
 
     # -- transitions ---------------------------------------------------------------------------
-    def is_stop(self, actions: Tensor) -> Tensor:
-        return actions[:, 0] == STOP
-
     @staticmethod
     def _check(states: AtomStates, actions: Tensor, dense: list[Tensor], kind: str) -> None:
         """Raise unless every ``actions[b]`` is in range and allowed by ``dense[type][b]``."""
@@ -378,9 +368,11 @@ class AtomEnv:
         Chem.SanitizeMol(mol)
         return mol
 
-    def to_smiles(self, states: AtomStates) -> list[str]:
-        from rdkit import Chem
-        return [Chem.MolToSmiles(self.to_mol(states, i)) for i in range(len(states))]
+    def canonical_key(self, states: AtomStates, i: int) -> str:
+        """State ``i``'s elements and bonds *in atom order*: states are never merged, so two
+        states share a key iff they are tensor-equal."""
+        elem, bonds = states.graph(i)
+        return f"{elem}{sorted(bonds.items())}"
 
     def log_reward_correction(self, states: AtomStates) -> Tensor:
         """What the trainer adds to ``beta * log R(x)`` so that balance over actions learns

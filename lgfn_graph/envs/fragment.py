@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -11,13 +11,14 @@ from torch_geometric.data import Batch, Data
 
 from ..categorical import ActionType
 from ..fragments import FragmentLibrary
+from .base import Env, PaddedStates
 
 STOP, ADD_FIRST, ATTACH = 0, 1, 2  # forward action types
 REMOVE = 0  # backward action type
 
 
 @dataclass
-class FragmentStates:
+class FragmentStates(PaddedStates):
     """A batch of fragment trees as padded tensors (``B`` states, at most ``N`` fragments).
 
     Attributes:
@@ -33,26 +34,6 @@ class FragmentStates:
     edges: Tensor
     stem_used: Tensor
 
-    def __len__(self) -> int:
-        return self.frag.shape[0]
-
-    def __getitem__(self, idx) -> "FragmentStates":
-        if isinstance(idx, int):
-            idx = slice(idx, idx + 1 if idx != -1 else None)
-        return FragmentStates(*(getattr(self, f.name)[idx] for f in fields(self)))
-
-    def clone(self) -> "FragmentStates":
-        return FragmentStates(*(getattr(self, f.name).clone() for f in fields(self)))
-
-    def put(self, idx: Tensor, other: "FragmentStates") -> None:
-        """Overwrite the states at ``idx`` (long ``[k]``) with ``other`` (``k`` states), in place."""
-        for f in fields(self):
-            getattr(self, f.name)[idx] = getattr(other, f.name)
-
-    @staticmethod
-    def cat(states: list["FragmentStates"]) -> "FragmentStates":
-        return FragmentStates(*(torch.cat([getattr(s, f.name) for s in states]) for f in fields(FragmentStates)))
-
     def bonds(self, i: int) -> list[tuple[int, int, int, int]]:
         """The bonds of state ``i`` as Python tuples."""
         return [tuple(e) for e in self.edges[i, : max(int(self.n[i]) - 1, 0)].tolist()]
@@ -60,14 +41,8 @@ class FragmentStates:
     def fragments(self, i: int) -> list[int]:
         return self.frag[i, : int(self.n[i])].tolist()
 
-    def equal(self, other: "FragmentStates") -> Tensor:
-        """Exact (same node order) equality per state, bool ``[B]``."""
-        same = [(getattr(self, f.name) == getattr(other, f.name)).flatten(1).all(1) for f in fields(self)
-                if f.name != "n"]
-        return torch.stack(same).all(0) & (self.n == other.n)
 
-
-class FragmentEnv:
+class FragmentEnv(Env):
     """Build molecules as trees of fragments joined at stems.
 
     Forward actions (``forward_action_types``):
@@ -90,6 +65,13 @@ class FragmentEnv:
         min_fragments: the smallest number of fragments at which ``stop`` is allowed.
     """
 
+    kind = "fragment"
+    states_type = FragmentStates
+    size_name = "num_fragments"
+    stop_type = STOP
+    has_backward_actions = True
+    has_fragment_graph = True
+
     def __init__(self, library: FragmentLibrary, max_fragments: int = 9, min_fragments: int = 1):
         if max_fragments < 1 or not 1 <= min_fragments <= max_fragments:
             raise ValueError(f"need 1 <= min_fragments <= max_fragments, got {min_fragments}, {max_fragments}")
@@ -111,6 +93,22 @@ class FragmentEnv:
         self._stem_frag = library.stem_frag
         self._stem_slot = library.stem_slot
         self._stem_id = library.stem_id
+
+    # -- specs ---------------------------------------------------------------------------------
+    def spec(self) -> dict:
+        """``{"kind": "fragment", "max_fragments", "min_fragments", "fragments": [(smiles,
+        attachment_atoms), ...]}``: what rebuilds the environment (:meth:`Env.from_spec`)."""
+        return {"kind": self.kind, "max_fragments": self.max_fragments, "min_fragments": self.min_fragments,
+                "fragments": [(f.smiles, list(f.attachment_atoms)) for f in self.library.fragments]}
+
+    @classmethod
+    def _from_spec(cls, spec: dict) -> "FragmentEnv":
+        lib = FragmentLibrary.from_pairs([(s, a) for s, a in spec["fragments"]], name="checkpoint")
+        return cls(lib, spec["max_fragments"], spec["min_fragments"])
+
+    @classmethod
+    def _describe(cls, spec: dict) -> str:
+        return f"{len(spec['fragments'])} fragments, at most {spec['max_fragments']}"
 
     # -- states --------------------------------------------------------------------------------
     def initial(self, batch_size: int) -> FragmentStates:
@@ -217,9 +215,6 @@ class FragmentEnv:
         return ((self.degree(states) <= 1) & valid).sum(1)
 
     # -- transitions ---------------------------------------------------------------------------
-    def is_stop(self, actions: Tensor) -> Tensor:
-        return actions[:, 0] == STOP
-
     def step(self, states: FragmentStates, actions: Tensor, check: bool = True) -> FragmentStates:
         """Apply forward actions ``[B, 3]``; ``stop`` leaves a state unchanged. Returns new states.
 
@@ -316,10 +311,6 @@ class FragmentEnv:
     def to_mol(self, states: FragmentStates, i: int):
         """State ``i`` as a sanitized RDKit molecule."""
         return self.library.assemble(states.fragments(i), states.bonds(i))
-
-    def to_smiles(self, states: FragmentStates) -> list[str]:
-        from rdkit import Chem
-        return [Chem.MolToSmiles(self.to_mol(states, i)) for i in range(len(states))]
 
     def canonical_key(self, states: FragmentStates, i: int) -> str | None:
         """A string equal for two states iff their labelled trees are isomorphic.

@@ -5,32 +5,11 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import Batch
 
-from ..categorical import ActionType
+from ..categorical import ActionType, action_edge_index
 
 
 def mlp(inp: int, hidden: int, out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(inp, hidden), nn.LeakyReLU(), nn.Linear(hidden, out))
-
-
-def action_edge_index(data: Batch) -> Tensor:
-    """The edges that carry edge-level actions, ``[2, num_action_edges]``.
-
-    ``data.action_edge_index`` when the environment sets it, else each undirected edge once
-    (the direction with ``source < target``).
-    """
-    if getattr(data, "action_edge_index", None) is not None:
-        return data.action_edge_index
-    ei = data.edge_index
-    return ei[:, ei[0] < ei[1]]
-
-
-def element_batch(data: Batch, level: str) -> Tensor:
-    """The graph of each row of a ``level``-level action type, long ``[n_rows]``."""
-    if level == "graph":
-        return torch.arange(data.num_graphs, device=data.x.device)
-    if level == "node":
-        return data.batch
-    return data.batch[action_edge_index(data)[0]]
 
 
 class ActionHeads(nn.Module):

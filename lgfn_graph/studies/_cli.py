@@ -5,23 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import Sequence, TypeVar
 
-from ..cli import UsageError
 from ..config import ConfigError, apply_override, from_dict, read_yaml
+from ..usage import ArgumentParser
 
 T = TypeVar("T")
 
 
-class _Parser(argparse.ArgumentParser):
-    """Raises :class:`~lgfn_graph.cli.UsageError` where argparse would exit, so ``lgfn study``
-    reports a bad option in one line like every other user error."""
-
-    def error(self, message):
-        raise UsageError(f"{message} (see {self.prog} --help)")
-
-
 def study_parser(name: str, description: str) -> argparse.ArgumentParser:
-    """The options of ``lgfn study NAME``."""
-    p = _Parser(prog=f"lgfn study {name}", description=description)
+    """The options of ``lgfn study NAME``; a bad one raises :class:`~lgfn_graph.usage.UsageError`,
+    which ``lgfn`` reports in one line like every other user error."""
+    p = ArgumentParser(prog=f"lgfn study {name}", description=description)
     p.add_argument("--config", help="YAML study configuration (default: the built-in one)")
     p.add_argument("--out", help="output folder (overrides the config's out)")
     p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2 (overrides the config's seeds)")

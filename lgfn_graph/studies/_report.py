@@ -1,5 +1,5 @@
-"""Study reports: mean and spread over seeds, Markdown tables, plots with a shaded spread, and the
-provenance line every table starts with."""
+"""Study reports: mean and spread over seeds, plots with a shaded spread, and the provenance line
+every table starts with (tables and PNGs are written by :mod:`lgfn_graph.files`)."""
 from __future__ import annotations
 
 import datetime
@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..io import atomic_write
+from ..files import atomic_write
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -26,13 +26,6 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 def cell(mean: float, std: float, digits: int) -> str:
     """``"mean ± std"`` with ``digits`` decimals."""
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub Markdown table, one line per row."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def provenance(command: str) -> str:
@@ -52,26 +45,8 @@ def band(ax, x: Sequence[float], ys: np.ndarray, label: str, marker: str | None 
         ax.fill_between(x, m - s, m + s, color=line.get_color(), alpha=0.2, linewidth=0)
 
 
-def save_png(fig, path: str | Path) -> None:
-    """Write a matplotlib figure as PNG atomically, and close it."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=120)
-    plt.close(fig)
-
-
 def publish(files: Sequence[Path], folder: str | Path) -> None:
     """Copy report files into ``folder`` (e.g. ``studies/results/<study>``), each atomically."""
     for src in files:
         with atomic_write(Path(folder) / src.name, "wb") as f, open(src, "rb") as g:
             shutil.copyfileobj(g, f)
-
-
-def pyplot():
-    """matplotlib's pyplot on the file-only Agg backend (studies run without a display)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from ..betas import BetaSampler, check_beta
 from ..config import ConfigError, to_dict
 from ..policy import MODES
-from ..io import atomic_write
+from ..files import atomic_write
 
 RESULT_FILE = "result.json"
 SETTINGS_FILE = "settings.json"  # written when a run starts: what a resume must match

@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 from .. import exact
 from ..betas import BetaSampler, check_beta
 from ..config import ConfigError
-from ..files import atomic_write, write_csv
+from ..files import atomic_write, markdown_table, save_png, write_csv
 from ..policy import ModelConfig, TemperatureGFlowNet
 from ..rewards import score_molecules
 from ..sampler import sample_trajectories
@@ -304,7 +304,7 @@ def write_report(cfg: BetaRangesConfig, by_range: dict[float, list[dict]], comma
                          R.cell(last["grad_spread_end_mean"], last["grad_spread_end_std"], 2)])
         betas = ", ".join(f"{b:.3g}" for b in cfg.betas(high))
         parts.append(f"## beta ~ log-uniform[1, {high:g}] (evaluated at {betas})\n\n"
-                     + R.markdown_table(header, body))
+                     + markdown_table(header, body))
     with atomic_write(paths[0]) as f:
         f.write("\n\n".join(parts) + "\n")
     plot_l1(cfg, by_range, paths[2])
@@ -314,8 +314,10 @@ def write_report(cfg: BetaRangesConfig, by_range: dict[float, list[dict]], comma
 def plot_l1(cfg: BetaRangesConfig, by_range: dict[float, list[dict]], path: Path) -> None:
     """Mean exact L1 against training steps, one panel per range, one line per mode, one
     standard deviation over seeds shaded."""
-    plt = R.pyplot()
-    fig, axes = plt.subplots(1, len(by_range), figsize=(4.5 * len(by_range), 3.8), squeeze=False)
+    from matplotlib.figure import Figure  # not pyplot: no backend is chosen or switched
+
+    fig = Figure(figsize=(4.5 * len(by_range), 3.8))
+    axes = fig.subplots(1, len(by_range), squeeze=False)
     for ax, (high, results) in zip(axes[0], by_range.items()):
         for c in cfg.conditionings:
             mine = [r for r in results if r["conditioning"] == c]
@@ -323,7 +325,7 @@ def plot_l1(cfg: BetaRangesConfig, by_range: dict[float, list[dict]], path: Path
                 R.band(ax, mine[0]["steps"], np.array([np.mean(r["l1"], axis=1) for r in mine]), c, marker="o")
         ax.set(xlabel="training steps", ylabel="mean exact L1", ylim=(0, 2), title=f"beta ~ log-U[1, {high:g}]")
     axes[0][0].legend(fontsize=8)
-    R.save_png(fig, path)
+    save_png(fig, path)
 
 
 # -- command line ---------------------------------------------------------------------------------

@@ -54,8 +54,8 @@ from tqdm.auto import tqdm
 
 from ..betas import BetaSampler
 from ..config import ConfigError
-from ..io import atomic_write, write_csv
-from ..metrics import ModeTracker, top_k_diversity, top_k_reward
+from ..files import atomic_write, markdown_table, save_png, write_csv
+from ..metrics import ModeTracker, best_rewards, top_k_diversity, top_k_reward
 from ..policy import ModelConfig, TemperatureGFlowNet
 from ..sampledb import SampleDB
 from ..task import TaskConfig, build_task
@@ -159,9 +159,7 @@ class ModeRecorder:
         keep = [i for i, s in enumerate(smiles) if s is not None]
         s, r = [smiles[i] for i in keep], [rewards[i] for i in keep]
         self.tracker.update(s, r, num_trajectories)
-        for x, y in zip(s, r):
-            if y > self.best.get(x, -math.inf):
-                self.best[x] = y
+        best_rewards(s, r, self.best)
         if len(self.tracker.history) % self.curve_every == 0:
             top = heapq.nlargest(self.top_k, self.best.values())
             self.curve.append([self.tracker.trajectories_seen, self.tracker.num_modes,
@@ -296,7 +294,7 @@ def write_report(cfg: ModeSeekingConfig, results: Sequence[dict], command: str) 
             f"{', '.join(map(str, cfg.seeds))}. A mode: reward >= {cfg.mode_criteria.reward_threshold} x "
             f"{cfg.mode_criteria.reward_scale} and Tanimoto similarity < {cfg.mode_criteria.max_similarity} to "
             f"every earlier mode. Top-{k}: the {k} best distinct molecules sampled in training.\n\n"
-            + R.markdown_table(header, body) + "\n")
+            + markdown_table(header, body) + "\n")
     with atomic_write(paths[0]) as f:
         f.write(text)
     plot_modes(cfg, results, paths[2])
@@ -306,8 +304,10 @@ def write_report(cfg: ModeSeekingConfig, results: Sequence[dict], command: str) 
 def plot_modes(cfg: ModeSeekingConfig, results: Sequence[dict], path: Path) -> None:
     """Modes found and top-k reward against trajectories sampled: one line per mode, one
     standard deviation over seeds shaded."""
-    plt = R.pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    from matplotlib.figure import Figure  # not pyplot: no backend is chosen or switched
+
+    fig = Figure(figsize=(11, 4))
+    left, right = fig.subplots(1, 2)
     for c in cfg.conditionings:
         mine = [r for r in results if r["conditioning"] == c]
         if not mine:
@@ -326,7 +326,7 @@ def plot_modes(cfg: ModeSeekingConfig, results: Sequence[dict], path: Path) -> N
     right.set(xlabel="trajectories sampled", ylabel=f"top-{cfg.top_k} mean reward",
               title=f"{cfg.task.name}: top-{cfg.top_k} distinct molecules so far")
     left.legend(fontsize=8)
-    R.save_png(fig, path)
+    save_png(fig, path)
 
 
 def _seeds_note(cfg: ModeSeekingConfig, row: dict) -> str:

@@ -1,4 +1,7 @@
-"""Atomic file writes: a result is either complete on disk or not there at all."""
+"""Result files: written atomically (complete on disk or not there at all), as CSV, PNG figures
+or with Markdown tables.
+
+(Named ``files`` rather than ``io``, which would shadow the standard library's module.)"""
 from __future__ import annotations
 
 import csv
@@ -55,3 +58,29 @@ def write_csv(path: str | Path, rows: Sequence[dict]) -> None:
         w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
         w.writeheader()
         w.writerows(rows)
+
+
+def save_png(fig, path: str | Path) -> None:
+    """Write a matplotlib figure as PNG (tight layout, 120 dpi) atomically.
+
+    Build the figure as ``matplotlib.figure.Figure(figsize=...)`` rather than with pyplot: it then
+    needs no backend, so plotting never switches the user's (and is freed with its last reference).
+    """
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub Markdown table of text cells: the header line, the ``|---|`` rule, then one
+    line per row (no trailing newline).
+
+    >>> print(markdown_table(["mode", "reward"], [["logit", "0.81"], ["none", "0.64"]]))
+    | mode | reward |
+    |---|---|
+    | logit | 0.81 |
+    | none | 0.64 |
+    """
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
