@@ -1,6 +1,6 @@
 """benchmarks/results/README.md indexes every benchmark report (make bench writes it; a report
 run alone afterwards must be added by hand, and was once forgotten)."""
-from conftest import ROOT
+from tests.conftest import ROOT
 
 from benchmarks.run_all import BENCHMARKS
 

@@ -1,6 +1,5 @@
-"""Backward trajectories, the replay buffer / offline dataset, and the sample database."""
+"""Backward trajectories, the replay buffer and the offline dataset."""
 import math
-import sqlite3
 
 import pytest
 import torch
@@ -169,17 +168,3 @@ def test_replay_on_an_env_without_backward_actions():
     tr = L.Trainer(env, gfn, L.QED(), cfg, callbacks=[lambda t, b, m: sizes.append((b.num_sampled, len(b.trajectories)))])
     metrics = tr.train(progress=False)
     assert sizes == [(8, 8), (6, 8), (6, 8)] and all(math.isfinite(m["loss"]) for m in metrics)
-
-
-def test_sample_db_is_wal_and_truncates(tmp_path):
-    path = tmp_path / "s.db"
-    with L.SampleDB(path) as db:
-        db.add(1, ["CCO", None], [0.5, 0.0], [1.0, 2.0], [True, False])
-        db.add(2, ["C"], [0.1], [3.0], rank=1)
-        assert db.truncate_after(1) == 1
-        rows = db.rows()
-        with pytest.raises(ValueError, match="2 smiles but 1 rewards"):
-            db.add(3, ["C", "O"], [0.1], [1.0, 1.0])
-    assert rows == [{"step": 1, "rank": 0, "beta": 1.0, "smiles": "CCO", "reward": 0.5, "valid": 1},
-                    {"step": 1, "rank": 0, "beta": 2.0, "smiles": None, "reward": 0.0, "valid": 0}]
-    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"

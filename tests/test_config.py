@@ -1,17 +1,11 @@
 """Typed configs: dict <-> dataclass round trips, coercion, and errors that name the key and file."""
-import argparse
-from pathlib import Path
 
 import pytest
-import yaml
 
 import lgfn_graph as L
 from lgfn_graph.config import (ConfigError, EvalConfig, RunConfig, apply_override, from_dict, load_config, to_dict,
                                write_config)
-from lgfn_graph.run import add_training_args, config_from_args
-from lgfn_graph.task import TaskConfig, build_task
-
-ROOT = Path(__file__).resolve().parents[1]
+from lgfn_graph.task import TaskConfig
 
 
 def _error(fn, *args) -> str:
@@ -110,21 +104,3 @@ def test_yaml_file_errors_name_the_file(tmp_path):
     assert load_config(empty) == RunConfig()
     # an override's error is the override's, even when the file is fine
     assert _error(load_config, empty, ["eval.n=0"]) == "override 'eval.n=0': 'eval.n' must be an integer >= 1, got 0"
-
-
-def test_the_example_config_is_make_runs_run():
-    a = add_training_args(argparse.ArgumentParser(), "runs/qed_frag", 8, 32.0, "1,2,4,8,16,32,64").parse_args([])
-    assert load_config(ROOT / "configs" / "qed_frag.yaml") == config_from_args(
-        a, TaskConfig("qed_frag", max_fragments=8))
-
-
-def test_tasks_build_their_env_and_reward(monkeypatch):
-    env, reward = build_task(TaskConfig("tiny_frag"))
-    assert env.library.num_fragments == 4 and env.max_fragments == 3 and isinstance(reward, L.QED)
-    env, reward = build_task(TaskConfig("qed_frag", max_fragments=5, reward="qed"))
-    assert env.library.num_fragments == L.FragmentLibrary.default().num_fragments and env.max_fragments == 5
-    assert isinstance(reward, L.QED)
-    monkeypatch.delenv("LGFN_FRAGMENTS_72", raising=False)
-    with pytest.raises(L.FragmentLibraryError, match="task.fragments.*LGFN_FRAGMENTS_72"):
-        build_task(TaskConfig("seh_frag"))
-    assert yaml.safe_load(yaml.safe_dump(to_dict(TaskConfig()))) == to_dict(TaskConfig())

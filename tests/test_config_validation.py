@@ -90,7 +90,7 @@ FIELDS = {
     ("model", "heads"): ints(1),
     ("model", "conv"): choices(L.nn.CONVS),
     ("model", "backbone"): choices(L.nn.BACKBONES),
-    # the default backbone takes no keyword arguments; test_backbones.py checks those of the others
+    # the default backbone takes no keyword arguments; tests/nn/test_backbones.py checks those of the others
     ("model", "backbone_kwargs"): (st.sampled_from([{}, None]),
                                    st.one_of(st.integers(), st.text(max_size=4), st.just({"heads": 2}),
                                              st.just({1: 2}))),

@@ -44,14 +44,6 @@ def test_sample_trajectories_follow_the_generator_seed(task):
     assert smiles_a != smiles_c
 
 
-def test_sample_molecules_follow_the_seed(task):
-    env, reward, gfn = task
-    first = L.sample_molecules(gfn, env, reward, 4.0, 24, batch_size=10, seed=3)
-    _disturb_global_rng()
-    assert L.sample_molecules(gfn, env, reward, 4.0, 24, batch_size=10, seed=3) == first
-    assert L.sample_molecules(gfn, env, reward, 4.0, 24, batch_size=10, seed=4) != first
-
-
 def _train(env, reward, gfn, seed: int, **config) -> tuple[dict, list[dict]]:
     """Five training steps of a copy of ``gfn``: its final parameters and the metrics without
     the timings."""

@@ -10,7 +10,7 @@ tomllib = pytest.importorskip("tomllib")
 
 import yaml
 
-from conftest import ROOT
+from tests.conftest import ROOT
 
 
 def _name(req: str) -> str:

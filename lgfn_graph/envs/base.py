@@ -3,7 +3,7 @@ trainer may ask of an environment, and the padded batch of states every environm
 
 An environment subclasses :class:`Env`, implements its abstract members, sets the class
 attributes it differs on (``kind``, ``size_name``, ``has_backward_actions``, ...) and keeps its
-states in a dataclass subclass of :class:`PaddedStates`. ``tests/test_env_contract.py`` checks
+states in a dataclass subclass of :class:`PaddedStates`. ``tests/envs/test_base.py`` checks
 every listed environment against this contract; a new environment is checked by adding its
 factory to that list.
 

@@ -11,11 +11,9 @@ import os
 import random
 import shutil
 import signal
-import sqlite3
 import stat
 import subprocess
 import sys
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -30,9 +28,9 @@ from lgfn_graph.runfolder import RunFolderBusy, RunFolderError, RunFolderLock
 from lgfn_graph.sampledb import SampleDB
 from lgfn_graph.trainer import TrainingInterrupted
 from lgfn_graph.trainer.outputs import truncate_metrics
-from test_cli import _user_error
-from test_resume import EVERY, STEPS, _params, _same, _wait_for_step, make_trainer
-from test_resume import uninterrupted  # noqa: F401  (a fixture: the same run, never stopped)
+from tests.test_cli import _user_error
+from tests.test_resume import EVERY, STEPS, _params, _same, _wait_for_step, make_trainer
+from tests.test_resume import uninterrupted  # noqa: F401  (a fixture: the same run, never stopped)
 
 # a tiny run through the command line
 CLI = ["--no-progress", "task.name=tiny_frag", "model.hidden=16", "model.num_layers=1", "train.batch_size=4",
@@ -410,15 +408,3 @@ def test_atomic_write_keeps_the_mode_of_the_file_it_replaces(tmp_path):
         assert stat.S_IMODE((tmp_path / "new.txt").stat().st_mode) == 0o604
     finally:
         os.umask(old)
-
-
-def test_a_long_external_write_lock_on_samples_db_makes_training_wait_not_fail(tmp_path):
-    db = SampleDB(tmp_path / "samples.db", busy_timeout=0.05)
-    other = sqlite3.connect(tmp_path / "samples.db", check_same_thread=False)
-    other.execute("BEGIN IMMEDIATE")  # a reader's open write transaction
-    threading.Timer(0.5, other.commit).start()
-    with pytest.warns(RuntimeWarning, match="locked by another connection"):
-        db.add(1, ["C", "CC"], [0.5, 0.25], [1.0, 2.0])
-    assert [r["smiles"] for r in db.rows()] == ["C", "CC"]
-    db.close()
-    other.close()

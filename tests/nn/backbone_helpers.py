@@ -1,5 +1,5 @@
-"""Node models of a user's own, importable by path for tests/test_backbones.py
-(``ModelConfig(backbone="tests.backbone_helpers:EdgeGatedGCN")``)."""
+"""Node models of a user's own, importable by path for tests/nn/test_backbones.py
+(``ModelConfig(backbone="tests.nn.backbone_helpers:EdgeGatedGCN")``)."""
 from torch import Tensor, nn
 from torch_geometric.nn import GCNConv
 

@@ -15,7 +15,7 @@ from lgfn_graph.config import load_config
 from lgfn_graph.envs import FragmentStates
 from lgfn_graph.nn import BackboneContractError
 
-HELPERS = "tests.backbone_helpers"
+HELPERS = "tests.nn.backbone_helpers"
 SMALL = {"hidden": 16, "num_layers": 2, "heads": 2}
 
 
@@ -220,7 +220,7 @@ def test_a_bad_kwarg_override_names_the_dotted_key():
 def test_an_import_path_that_is_gone_at_load_time_is_a_checkpoint_error(task, tmp_path, monkeypatch):
     env, reward = task
     (tmp_path / "my_gnn_module.py").write_text(
-        "from tests.backbone_helpers import EdgeGatedGCN\n\nclass MyGNN(EdgeGatedGCN):\n    pass\n")
+        "from tests.nn.backbone_helpers import EdgeGatedGCN\n\nclass MyGNN(EdgeGatedGCN):\n    pass\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     gfn = L.TemperatureGFlowNet.build(env, L.ModelConfig(backbone="my_gnn_module:MyGNN", **SMALL))
     L.save_checkpoint(tmp_path / "c.pt", gfn, env, step=0)

@@ -25,7 +25,7 @@ from torch_geometric.data import Batch, Data
 from lgfn_graph.envs.fragment import ADD_FIRST, ATTACH, REMOVE, STOP, FragmentEnv, FragmentStates
 from lgfn_graph.fragments import FragmentLibrary
 
-FRAG_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "fragments"
+FRAG_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "fragments"
 LIB_FILES = {"18": "fragments_18.json", "72": "fragments_72.json", "105": "blocks_PDB_105.json"}
 
 # no "explain" phase and one bug at a time: a failure is reported in seconds, not minutes
