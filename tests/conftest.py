@@ -34,3 +34,21 @@ def tiny_run(tmp_path_factory) -> Path:
                  "model.num_layers=1", "train.steps=2", "train.batch_size=4", "train.tensorboard=false",
                  "eval.betas=1,4", "eval.n=4"]) == 0
     return out
+
+
+def disturb_global_rng() -> None:
+    """Draw from torch's global RNG, so that a result compared across it must follow from the
+    seed it was given, not from global state."""
+    torch.rand(97)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    """``(env, reward, gfn)``: the tiny_frag task and an untrained 2x16 model, seeded."""
+    import lgfn_graph as L
+    from tasks.tiny_frag import make_task
+
+    torch.manual_seed(0)
+    env, reward = make_task()
+    gfn = L.TemperatureGFlowNet.build(env, L.ModelConfig(hidden=16, num_layers=2, heads=2))
+    return env, reward, gfn

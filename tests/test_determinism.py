@@ -10,19 +10,7 @@ import pytest
 import torch
 
 import lgfn_graph as L
-from tasks.tiny_frag import make_task
-
-
-def _disturb_global_rng():
-    torch.rand(97)
-
-
-@pytest.fixture(scope="module")
-def task():
-    torch.manual_seed(0)
-    env, reward = make_task()
-    gfn = L.TemperatureGFlowNet.build(env, L.ModelConfig(hidden=16, num_layers=2, heads=2))
-    return env, reward, gfn
+from tests.conftest import disturb_global_rng
 
 
 def _sample(env, gfn, seed: int) -> tuple[L.Trajectories, list[str]]:
@@ -32,10 +20,10 @@ def _sample(env, gfn, seed: int) -> tuple[L.Trajectories, list[str]]:
     return traj, env.to_smiles(traj.terminal)
 
 
-def test_sample_trajectories_follow_the_generator_seed(task):
-    env, _, gfn = task
+def test_sample_trajectories_follow_the_generator_seed(tiny_model):
+    env, _, gfn = tiny_model
     a, smiles_a = _sample(env, gfn, 1)
-    _disturb_global_rng()
+    disturb_global_rng()
     b, smiles_b = _sample(env, gfn, 1)
     assert torch.equal(a.actions, b.actions) and torch.equal(a.length, b.length)
     assert torch.equal(a.log_pf, b.log_pf) and smiles_a == smiles_b
@@ -48,7 +36,7 @@ def _train(env, reward, gfn, seed: int, **config) -> tuple[dict, list[dict]]:
     """Five training steps of a copy of ``gfn``: its final parameters and the metrics without
     the timings."""
     model = copy.deepcopy(gfn)
-    _disturb_global_rng()
+    disturb_global_rng()
     cfg = L.TrainConfig(steps=5, batch_size=8, seed=seed, beta=L.BetaSampler(1.0, 16.0), **config)
     history = L.Trainer(env, model, reward, cfg).train(progress=False)
     return model.state_dict(), [{k: v for k, v in m.items() if not k.startswith("time_")} for m in history]
@@ -63,8 +51,8 @@ def _same_metrics(a: list[dict], b: list[dict]) -> bool:
 
 @pytest.mark.parametrize("config", [{}, {"replay_capacity": 16, "replay_fraction": 0.5}],
                          ids=["online", "replay"])
-def test_training_is_bit_identical_for_the_same_seed(task, config):
-    env, reward, gfn = task
+def test_training_is_bit_identical_for_the_same_seed(tiny_model, config):
+    env, reward, gfn = tiny_model
     params_a, metrics_a = _train(env, reward, gfn, 7, **config)
     params_b, metrics_b = _train(env, reward, gfn, 7, **config)
     assert params_a.keys() == params_b.keys()

@@ -2,35 +2,22 @@
 import csv
 
 import pytest
-import torch
 
 import lgfn_graph as L
-from tasks.tiny_frag import make_task
+from tests.conftest import disturb_global_rng
 
 
-def _disturb_global_rng():
-    torch.rand(97)
-
-
-@pytest.fixture(scope="module")
-def task():
-    torch.manual_seed(0)
-    env, reward = make_task()
-    gfn = L.TemperatureGFlowNet.build(env, L.ModelConfig(hidden=16, num_layers=2, heads=2))
-    return env, reward, gfn
-
-
-def test_sample_molecules_follow_the_seed(task):
-    env, reward, gfn = task
+def test_sample_molecules_follow_the_seed(tiny_model):
+    env, reward, gfn = tiny_model
     first = L.sample_molecules(gfn, env, reward, 4.0, 24, batch_size=10, seed=3)
-    _disturb_global_rng()
+    disturb_global_rng()
     assert L.sample_molecules(gfn, env, reward, 4.0, 24, batch_size=10, seed=3) == first
     assert L.sample_molecules(gfn, env, reward, 4.0, 24, batch_size=10, seed=4) != first
 
 
 
-def test_temperature_sweep_summarises_the_samples_it_writes(task, tmp_path):
-    env, reward, gfn = task
+def test_temperature_sweep_summarises_the_samples_it_writes(tiny_model, tmp_path):
+    env, reward, gfn = tiny_model
     summary = L.temperature_sweep(gfn, env, reward, [1.0, 8.0], 6, tmp_path, seed=2)
     with open(tmp_path / "samples.csv") as f:
         rows = list(csv.DictReader(f))
