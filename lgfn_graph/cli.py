@@ -48,23 +48,6 @@ FILE_SYSTEM_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, err
                       errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.EIO, errno.ENOLCK}
 
 
-class _Parser(ArgumentParser):
-    """Raises :class:`~lgfn_graph.usage.UsageError` where argparse would print usage and exit, so
-    every user error takes the same one-line path through :func:`main`."""
-
-    def parse_args(self, args=None, namespace=None):
-        # argparse gives train's key=value positional only its first run of values, so overrides
-        # after an option (train a=1 --out X b=2) come back unparsed: they are overrides too, in order
-        ns, extra = self.parse_known_args(args, namespace)
-        takes_overrides = isinstance(getattr(ns, "overrides", None), list)
-        unknown = [a for a in extra if a.startswith("-") or not takes_overrides]
-        if unknown:
-            self.error(f"unrecognized arguments: {' '.join(unknown)}")
-        if extra:
-            ns.overrides += extra
-        return ns
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``lgfn`` with ``argv`` (default: the process's arguments); returns the exit status."""
     parser = build_parser()
@@ -103,7 +86,7 @@ def _warn(message: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``lgfn`` and its subcommands; each sets ``command`` to the function running it."""
-    p = _Parser(prog="lgfn", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="lgfn", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train, checkpoint, then sample at each evaluation beta",

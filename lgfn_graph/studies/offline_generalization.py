@@ -21,7 +21,8 @@ by reward, and does turning beta up beyond the training range find better molecu
 
 Writes into ``--out`` (default ``runs/studies/offline_generalization``):
 ``offline_generalization.md`` (one table per metric: a row per mode, a column per beta,
-mean ± standard deviation over seeds), ``offline_generalization.csv`` (a row per mode and beta)
+mean ± standard deviation over seeds; then the training fit, the TB loss early and late, which
+tells a failure to generalize from a failure to fit), ``offline_generalization.csv`` (a row per mode and beta)
 and ``offline_generalization.png`` (mean reward, top-k reward and Spearman against beta, log
 scale, one line per mode, one standard deviation shaded); ``dataset.pt`` and ``dataset.csv``
 (every molecule with its reward and split); each run keeps ``runs/<mode>/seed<k>/`` with
@@ -37,6 +38,7 @@ Run: ``lgfn study offline_generalization`` or ``python tasks/offline_generalizat
 """
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -62,7 +64,7 @@ from ..task import TaskConfig, build_task
 from ..trainer import Callback, Trainer, TrainConfig
 from . import _report as R
 from ._cli import study_config, study_parser
-from ._runs import RunSpec, StudyRuns, run_all, run_specs
+from ._runs import RESULT_FILE, RunSpec, StudyRuns, run_all, run_specs
 
 NAME = "offline_generalization"
 
@@ -260,11 +262,38 @@ def train_run(cfg: OfflineGeneralizationConfig, data: OfflineDataset, spec: RunS
     dataset = ReplayBuffer.from_states(data.train, data.train_log_reward)
     trainer = Trainer(env, gfn, None, cfg.train_config(spec), folder, dataset=dataset, callbacks=list(callbacks))
     t0 = time.perf_counter()
-    trainer.train(progress=progress)
+    history = trainer.train(progress=progress)
     t1 = time.perf_counter()
     rows = evaluate_betas(gfn, env, reward, data, cfg.eval)
     write_csv(folder / "eval.csv", rows)
-    return {"train_seconds": t1 - t0, "eval_seconds": time.perf_counter() - t1, "eval": rows}
+    return {"train_seconds": t1 - t0, "eval_seconds": time.perf_counter() - t1, "eval": rows,
+            "fit": training_fit([m["loss"] for m in history])}
+
+
+def training_fit(losses: Sequence[float]) -> dict:
+    """``{"loss_first", "loss_last"}``: the mean trajectory-balance loss over the first and the
+    last tenth of the ``[steps]`` ``losses`` (at least one step each). A loss that rises rather
+    than falls means the run failed to fit its training set, and its evaluation then says nothing
+    about generalization."""
+    if not losses:
+        raise ValueError("training_fit of no steps")
+    n = max(1, len(losses) // 10)
+    return {"loss_first": float(np.mean(losses[:n])), "loss_last": float(np.mean(losses[-n:]))}
+
+
+def add_missing_fits(out: str | Path, results: Sequence[dict]) -> None:
+    """Give each result that lacks ``fit`` (a run finished before the study recorded it) the fit
+    read from its run's ``metrics.jsonl``, and write it back to its ``result.json``; a run whose
+    metrics are gone keeps none."""
+    for result in results:
+        folder = RunSpec(result["conditioning"], result["seed"]).folder(out)
+        metrics = folder / "metrics.jsonl"
+        if "fit" in result or not metrics.is_file():
+            continue
+        with open(metrics) as f:
+            result["fit"] = training_fit([json.loads(line)["loss"] for line in f if line.strip()])
+        with atomic_write(folder / RESULT_FILE) as f:
+            json.dump(result, f, indent=1)
 
 
 def evaluate_betas(gfn, env, reward: RewardFn, data: OfflineDataset, cfg: OfflineEvalConfig) -> list[dict]:
@@ -345,6 +374,12 @@ def write_report(cfg: OfflineGeneralizationConfig, results: Sequence[dict], data
                                                      for r in rows if r["conditioning"] == c]
                 for c in cfg.conditionings]
         parts.append(f"## {heading.format(k=cfg.eval.top_k)}\n\n" + markdown_table(["mode", *cols], body))
+    fits = [[c] + [_fit_cell([r["fit"][k] for r in results if r["conditioning"] == c and "fit" in r])
+                   for k in ("loss_first", "loss_last")] for c in cfg.conditionings]
+    parts.append("## Training fit: trajectory-balance loss, mean over the first and last tenth of steps\n\n"
+                 "A loss that rises means the run did not fit its training set, and the tables above then "
+                 "measure a failed fit, not generalization.\n\n"
+                 + markdown_table(["mode", "first tenth", "last tenth"], fits))
     timing = [[c] + [R.cell(*R.mean_std([r[k] for r in results if r["conditioning"] == c]), 1)
                      for k in ("train_seconds", "eval_seconds")] for c in cfg.conditionings]
     parts.append("## Wall time per run (s)\n\n" + markdown_table(["mode", "training", "evaluation"], timing))
@@ -352,6 +387,10 @@ def write_report(cfg: OfflineGeneralizationConfig, results: Sequence[dict], data
         f.write("\n\n".join(parts) + "\n")
     plot_metrics(cfg, results, paths[2])
     return paths
+
+
+def _fit_cell(values: Sequence[float]) -> str:
+    return R.cell(*R.mean_std(values), 1) if values else "not recorded"
 
 
 def _seeds_note(cfg: OfflineGeneralizationConfig, results: Sequence[dict], c: str) -> str:
@@ -396,6 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                defaults=cfg.default_settings(), only_finished=args.report_only)
     if not results:
         raise ConfigError(f"no finished runs in {cfg.out} to report")
+    add_missing_fits(cfg.out, results)
     # --report-only before every mode has a finished run: report the modes that have one
     done = [c for c in cfg.conditionings if any(r["conditioning"] == c for r in results)]
     cfg = replace(cfg, conditionings=done)

@@ -3,6 +3,7 @@ from the samples on disk, the offline dataset split and training data, configura
 import csv
 import json
 import math
+import shutil
 from itertools import groupby
 
 import pytest
@@ -19,6 +20,7 @@ from lgfn_graph.studies import mode_seeking as MS
 from lgfn_graph.studies import offline_generalization as OG
 from lgfn_graph.studies._runs import RESULT_FILE, RunSpec
 from lgfn_graph.task import TaskConfig, build_task
+from lgfn_graph.usage import UsageError
 from tasks import mode_seeking as mode_seeking_script
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -153,6 +155,36 @@ def test_offline_study_writes_tables_csv_and_png_and_reruns_nothing(offline_stud
     assert _mtimes(out) == mtimes and len(mtimes) == 8 and (out / "dataset.pt").stat().st_mtime_ns == dataset
 
 
+def test_training_fit_is_the_mean_loss_of_the_first_and_last_tenth():
+    assert OG.training_fit([float(i) for i in range(1, 21)]) == {"loss_first": 1.5, "loss_last": 19.5}
+    assert OG.training_fit([4.0, 2.0, 7.0]) == {"loss_first": 4.0, "loss_last": 7.0}  # a step each
+    with pytest.raises(ValueError, match="no steps"):
+        OG.training_fit([])
+
+
+def test_offline_report_shows_the_fit_and_fills_it_in_for_older_runs(offline_study, tmp_path):
+    """Every run records its fit; a result.json written before fits were recorded gets it from
+    its metrics.jsonl on the next report, and one without metrics says so."""
+    out = tmp_path / "copy"
+    shutil.copytree(offline_study[0], out)
+    old, gone = RunSpec("layer", 1).folder(out), [RunSpec("none", s).folder(out) for s in (0, 1)]
+    losses = [json.loads(line)["loss"] for line in (old / "metrics.jsonl").read_text().splitlines()]
+    assert json.loads((old / RESULT_FILE).read_text())["fit"] == OG.training_fit(losses)
+    for folder in (old, *gone):
+        result = json.loads((folder / RESULT_FILE).read_text())
+        del result["fit"]
+        (folder / RESULT_FILE).write_text(json.dumps(result))
+    for folder in gone:
+        (folder / "metrics.jsonl").unlink()
+    assert OG.main(["--quick", "--out", str(out), "--seeds", "0,1", "--no-progress", "--report-only"]) == 0
+    assert json.loads((old / RESULT_FILE).read_text())["fit"] == OG.training_fit(losses)
+    assert all("fit" not in json.loads((f / RESULT_FILE).read_text()) for f in gone)
+    text = (out / "offline_generalization.md").read_text()
+    table = text.split("## Training fit")[1].split("\n\n")[2].splitlines()
+    assert table[0] == "| mode | first tenth | last tenth |" and [t.split(" | ")[0][2:] for t in table[2:]] == MODES
+    assert [("not recorded" in t) for t in table[2:]] == [m == "none" for m in MODES]
+
+
 def test_offline_split_is_the_low_reward_half_and_training_sees_only_it(tmp_path):
     cfg = OG.OfflineGeneralizationConfig(
         task=TaskConfig(max_fragments=3), data=OG.DatasetConfig(size=200, heldout=40),
@@ -181,6 +213,8 @@ def test_offline_split_is_the_low_reward_half_and_training_sees_only_it(tmp_path
 
     result = OG.train_run(cfg, data, RunSpec("logit", 0), tmp_path / "run", False, [only_dataset_molecules])
     assert batches == [16] * 6
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert result["fit"] == {"loss_first": losses[0], "loss_last": losses[-1]}  # 6 steps: a tenth is one
     assert [r["beta"] for r in result["eval"]] == [1.0, 1000.0]
     assert all(math.isfinite(v) for r in result["eval"] for v in r.values())
 
@@ -200,6 +234,18 @@ def test_an_unknown_key_fails_naming_it(tmp_path, capsys):
     assert mode_seeking_script.main(["mode_criteria.reward_treshold=0.5"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and "'trian'" in err[0] and "did you mean 'mode_criteria.reward_threshold'" in err[1]
+
+
+def test_study_overrides_may_come_before_between_and_after_options(tmp_path):
+    """``lgfn study`` takes key=value overrides on both sides of an option, in order; an unknown
+    option is still refused by name."""
+    args = MS.study_parser("m", "").parse_args(["train.steps=3", "--out", str(tmp_path), "train.steps=5",
+                                                "--modes", "logit", "train.lr=0.01"])
+    assert args.overrides == ["train.steps=3", "train.steps=5", "train.lr=0.01"]
+    cfg = MS.study_config(MS.ModeSeekingConfig, args, MS.QUICK)
+    assert (cfg.train.steps, cfg.train.lr, cfg.out, cfg.conditionings) == (5, 0.01, str(tmp_path), ["logit"])
+    with pytest.raises(UsageError, match="unrecognized arguments: --bogus"):
+        MS.study_parser("m", "").parse_args(["train.steps=3", "--bogus", "train.steps=5"])
 
 
 def test_a_run_killed_midway_resumes_from_its_checkpoint_exactly(tmp_path):
