@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from rdkit import Chem
 from rdkit.Chem.rdchem import BondType, HybridizationType
 from torch_geometric.data import Data
-from torch_geometric.utils import coalesce
 
 NUM_ATOM_FEATURES = 71
 NUM_BOND_FEATURES = 4
@@ -60,7 +58,9 @@ def mol_to_graph(mol: Chem.Mol) -> Data:
         raise FeaturizeError("the molecule has no atoms")
     x = np.zeros((n, NUM_ATOM_FEATURES), dtype=np.float32)
     try:
-        for i, atom in enumerate(mol.GetAtoms()):
+        # by index: RDKit's GetAtoms()/GetBonds() sequence wrappers cost more than the features
+        for i in range(n):
+            atom = mol.GetAtomWithIdx(i)
             z = atom.GetAtomicNum()
             x[i, _SYMBOL_COL.get(atom.GetSymbol(), 5)] = 1.0
             x[i, _AROMATIC_COL] = float(atom.GetIsAromatic())
@@ -71,7 +71,8 @@ def mol_to_graph(mol: Chem.Mol) -> Data:
             if 1 <= z <= _MAX_ONE_HOT_Z:
                 x[i, _Z_OFFSET + z] = 1.0
         ends, kinds = [], []
-        for bond in mol.GetBonds():
+        for j in range(mol.GetNumBonds()):
+            bond = mol.GetBondWithIdx(j)
             if bond.GetBondType() not in _BOND_COL:
                 raise FeaturizeError(f"bond {bond.GetIdx()} has type {bond.GetBondType()}, which the featurizer does not know")
             ends.append((bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()))
@@ -82,10 +83,13 @@ def mol_to_graph(mol: Chem.Mol) -> Data:
         first = (str(e).strip().splitlines() or [""])[0]
         raise FeaturizeError(f"RDKit cannot describe the molecule (is it sanitized?): {type(e).__name__}: {first}") from None
     if ends:
-        src, dst = torch.tensor(ends).T
-        edge_index = torch.stack([torch.cat([src, dst]), torch.cat([dst, src])])
-        edge_attr = F.one_hot(torch.tensor(kinds * 2), NUM_BOND_FEATURES).float()
-        edge_index, edge_attr = coalesce(edge_index, edge_attr, num_nodes=n)
+        # each bond both ways, sorted by (source, target): what coalesce gives, since RDKit has at
+        # most one bond per atom pair, in numpy rather than several small torch calls per molecule
+        pairs = np.asarray(ends, dtype=np.int64)
+        src, dst = np.concatenate([pairs[:, 0], pairs[:, 1]]), np.concatenate([pairs[:, 1], pairs[:, 0]])
+        order = np.argsort(src * n + dst, kind="stable")
+        edge_index = torch.from_numpy(np.stack([src[order], dst[order]]))
+        edge_attr = torch.from_numpy(np.eye(NUM_BOND_FEATURES, dtype=np.float32)[np.asarray(kinds * 2)[order]])
     else:
         edge_index = torch.zeros(2, 1, dtype=torch.long)
         edge_attr = torch.zeros(1, NUM_BOND_FEATURES)

@@ -82,6 +82,33 @@ def test_conv_by_edge_type_equals_pyg_nnconv(weights, reference):
         assert torch.equal(conv(x, g.edge_index, many), NNConv.forward(conv, x, g.edge_index, many))
 
 
+def test_edge_types_equal_torch_unique_by_rows():
+    g = torch.Generator().manual_seed(0)
+    for e, f, values in [(50, 4, 2), (200, 3, 5), (1, 6, 3), (30, 2, 30)]:
+        attr = torch.randint(0, values, (e, f), generator=g).float() * 0.5 - 1.0
+        types, kind = S.edge_types(attr)
+        want_types, want_kind = torch.unique(attr, dim=0, return_inverse=True)
+        assert torch.equal(types, want_types) and torch.equal(kind, want_kind)
+    with pytest.raises(OverflowError):
+        S.edge_types(torch.rand(70, 11, generator=g))  # 70 values in each of 11 columns: 70^11 > 2^62
+
+
+def test_edge_features_too_varied_for_a_key_take_nnconvs_path(weights, reference, monkeypatch):
+    from torch_geometric.data import Batch
+    from torch_geometric.nn import NNConv
+
+    def overflow(edge_attr):
+        raise OverflowError("too many values")
+
+    conv = S.load_seh_proxy(weights).conv
+    g = Batch.from_data_list([S.mol_to_graph(m) for m in _mols(reference)])
+    x = torch.randn(g.num_nodes, 64)
+    monkeypatch.setattr(S, "edge_types", overflow)
+    with torch.no_grad():
+        assert conv.edge_weights(g.edge_attr) is None
+        assert torch.equal(conv(x, g.edge_index, g.edge_attr), NNConv.forward(conv, x, g.edge_index, g.edge_attr))
+
+
 def test_featurisation_matches_the_readme():
     g = S.mol_to_graph(Chem.MolFromSmiles("c1ccccc1O"))
     assert g.x.shape == (7, 71) and g.edge_index.shape == (2, 14) and g.edge_attr.shape == (14, 4)
