@@ -149,6 +149,32 @@ def run_all(out: str | Path, specs: Sequence[RunSpec], settings: dict, run: RunF
     return results, skipped
 
 
+def with_other_finished(out: str | Path, results: Sequence[dict], settings: dict,
+                        defaults: dict | None = None) -> list[dict]:
+    """``results`` and every other finished run under ``out`` made with ``settings``: the runs of
+    other modes and seeds that earlier commands put there (``--modes logit`` then ``--modes
+    layer``, or two machines sharing the folder), so that the report covers all of them, not only
+    the last command's. A run made with other settings is left out, with a note naming it."""
+    have = {(r["conditioning"], r["seed"]) for r in results}
+    found = list(results)
+    for path in sorted(Path(out).glob(f"runs/*/seed*/{RESULT_FILE}")):
+        mode, seed = path.parent.parent.name, path.parent.name[len("seed"):]
+        if mode not in MODES or not seed.isdigit() or (mode, int(seed)) in have:
+            continue
+        try:
+            found.append(finished_result(path.parent, settings, defaults))
+        except ConfigError as e:
+            tqdm.write(f"not in the report: {e}")
+    return found
+
+
+def reported(cfg, results: Sequence[dict]):
+    """``cfg`` as its report covers ``results``: the modes that have one (in library order), and
+    the seeds asked for plus those found (a mode short of some says "k of n seeds")."""
+    modes = [m for m in MODES if any(r["conditioning"] == m for r in results)]
+    return replace(cfg, conditionings=modes, seeds=sorted(set(cfg.seeds) | {r["seed"] for r in results}))
+
+
 def finished_result(folder: str | Path, settings: dict, defaults: dict | None = None) -> dict | None:
     """The result of the finished run in ``folder``, or ``None`` if it has not finished.
 

@@ -56,7 +56,7 @@ from ..task import TaskConfig, build_task
 from ..trainer import Objective, Trainer, TrainConfig
 from . import _report as R
 from ._cli import study_config, study_parser
-from ._runs import RunSpec, StudyRuns, run_all, run_specs
+from ._runs import RunSpec, StudyRuns, reported, run_all, run_specs, with_other_finished
 
 NAME = "beta_ranges"
 GRAD_FLOOR = 1e-12  # the smallest gradient norm the spread tells apart from zero
@@ -352,11 +352,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  only_finished=args.report_only)
             skipped += n
             by_range[high] += results
+    by_range = {high: with_other_finished(Path(cfg.out) / f"range_1_{high:g}", results,
+                                          {**cfg.settings(), "range_high": high},
+                                          {**cfg.default_settings(), "range_high": high})
+                for high, results in by_range.items()}
     by_range = {high: results for high, results in by_range.items() if results}
     if not by_range:
         raise ConfigError(f"no finished runs in {cfg.out} to report")
     if skipped:
         tqdm.write(f"{skipped} runs had finished before and were skipped")
+    cfg = reported(cfg, [r for results in by_range.values() for r in results])
     paths = write_report(cfg, by_range, " ".join(["lgfn study", NAME, *argv]), int(task.space.terminal.sum()))
     if cfg.publish:
         R.publish(paths, cfg.publish)

@@ -62,7 +62,7 @@ from ..task import TaskConfig, build_task
 from ..trainer import Callback, Trainer, TrainConfig
 from . import _report as R
 from ._cli import study_config, study_parser
-from ._runs import RunSpec, StudyRuns, run_all, run_specs
+from ._runs import RunSpec, StudyRuns, reported, run_all, run_specs, with_other_finished
 
 NAME = "mode_seeking"
 
@@ -356,11 +356,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     results, skipped = run_all(cfg.out, specs, cfg.settings(),
                                lambda spec, folder, p: train_run(cfg, spec, folder, p), progress, NAME,
                                resumable=True, defaults=cfg.default_settings(), only_finished=args.report_only)
+    results = with_other_finished(cfg.out, results, cfg.settings(), cfg.default_settings())
     if not results:
         raise ConfigError(f"no finished runs in {cfg.out} to report")
     if skipped:
         tqdm.write(f"{skipped} of {len(specs)} runs had finished before and were skipped")
-    paths = write_report(cfg, results, " ".join(["lgfn study", NAME, *argv]))
+    paths = write_report(reported(cfg, results), results, " ".join(["lgfn study", NAME, *argv]))
     if cfg.publish:
         R.publish(paths, cfg.publish)
     print(paths[0].read_text())

@@ -64,7 +64,7 @@ from ..task import TaskConfig, build_task
 from ..trainer import Callback, Trainer, TrainConfig
 from . import _report as R
 from ._cli import study_config, study_parser
-from ._runs import RESULT_FILE, RunSpec, StudyRuns, run_all, run_specs
+from ._runs import RESULT_FILE, RunSpec, StudyRuns, reported, run_all, run_specs, with_other_finished
 
 NAME = "offline_generalization"
 
@@ -433,12 +433,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     results, skipped = run_all(cfg.out, specs, cfg.settings(),
                                lambda spec, folder, p: train_run(cfg, data, spec, folder, p), progress, NAME,
                                defaults=cfg.default_settings(), only_finished=args.report_only)
+    results = with_other_finished(cfg.out, results, cfg.settings(), cfg.default_settings())
     if not results:
         raise ConfigError(f"no finished runs in {cfg.out} to report")
     add_missing_fits(cfg.out, results)
-    # --report-only before every mode has a finished run: report the modes that have one
-    done = [c for c in cfg.conditionings if any(r["conditioning"] == c for r in results)]
-    cfg = replace(cfg, conditionings=done)
+    cfg = reported(cfg, results)
     if skipped:
         tqdm.write(f"{skipped} of {len(specs)} runs had finished before and were skipped")
     paths = write_report(cfg, results, data, " ".join(["lgfn study", NAME, *argv]))

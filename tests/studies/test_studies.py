@@ -303,6 +303,36 @@ def test_report_only_writes_the_finished_runs_and_runs_nothing(mode_study, tmp_p
     assert "| logit (2 of 3 seeds) |" in text
 
 
+@pytest.mark.parametrize("study", ["mode_study", "offline_study", "ranges_study"])
+def test_a_command_for_one_mode_reports_every_finished_run(study, request, tmp_path, capsys):
+    """Studies run in parts (``--modes logit`` on one lane, ``--modes layer`` on another) get one
+    report of every finished run in the folder; a run made with other settings stays out, named."""
+    module, report = {"mode_study": (MS, "mode_seeking"), "offline_study": (OG, "offline_generalization"),
+                      "ranges_study": (BR, "beta_ranges")}[study]
+    fixture_out, argv = request.getfixturevalue(study)
+    out = tmp_path / "copy"
+    shutil.copytree(fixture_out, out)
+    argv = [a.replace(str(fixture_out), str(out)) for a in argv]
+
+    def reported_runs():  # (mode, seeds averaged) of each report row
+        return sorted({(r["conditioning"], r["seeds"]) for r in _csv(out / f"{report}.csv")})
+
+    everything = reported_runs()
+    assert {mode for mode, _ in everything} == set(MODES)
+    assert module.main(argv + ["--modes", "logit", "--report-only"]) == 0
+    assert reported_runs() == everything
+    changed = sorted(out.glob(f"**/runs/layer/seed*/{RESULT_FILE}"))
+    for result_file in changed:
+        result = json.loads(result_file.read_text())
+        result["settings"]["train"]["lr"] *= 2
+        result_file.write_text(json.dumps(result))
+    capsys.readouterr()
+    assert module.main(argv + ["--modes", "logit", "--report-only"]) == 0
+    assert reported_runs() == [run for run in everything if run[0] != "layer"]
+    said = "".join(capsys.readouterr())
+    assert all(f"not in the report: {f.parent} holds a finished run with other settings" in said for f in changed)
+
+
 def test_a_setting_added_later_with_its_default_keeps_finished_runs(mode_study, monkeypatch):
     """A finished run recorded before a field existed still counts while the field keeps its
     default; a non-default value is a different experiment and is refused."""
