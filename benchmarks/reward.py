@@ -34,14 +34,11 @@ from benchmarks.train_step import DEFAULT_LIB, build_reward, dict_table, machine
 def molecules(library: str, batches: int, batch_size: int, seed: int = 0) -> list[list]:
     """``batches`` lists of ``batch_size`` RDKit molecules drawn by the uniformly random policy."""
     env = L.FragmentEnv(L.FragmentLibrary.from_json(library), max_fragments=9)
-    # epsilon = 1: every action uniformly random, the network's logits never used
-    uniform = L.TemperatureGFlowNet.build(env, L.ModelConfig(hidden=8, num_layers=1, heads=1, conditioning="none"))
-    g = torch.Generator().manual_seed(seed)
+    draw, g = L.sampler.uniform_sampler(env), torch.Generator().manual_seed(seed)
     out = []
-    with torch.no_grad():
-        for _ in range(batches):
-            terminal = L.sample_trajectories(uniform, env, torch.ones(batch_size), 1.0, g).terminal
-            out.append([env.to_mol(terminal, i) for i in range(batch_size)])
+    for _ in range(batches):
+        terminal = draw(batch_size, g)
+        out.append([env.to_mol(terminal, i) for i in range(batch_size)])
     return out
 
 

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .betas import check_beta
 from .categorical import GraphActionCategorical, element_batch
-from .policy import TemperatureGFlowNet, uniform_backward_log_prob
+from .policy import ModelConfig, TemperatureGFlowNet, uniform_backward_log_prob
 
 
 @dataclass
@@ -391,3 +391,17 @@ def sample_backward_trajectories(env, terminal, beta: Tensor, generator: torch.G
         log_pb.append(torch.where(moving, uniform_backward_log_prob(env, states[t + 1]), torch.zeros(())))
     return Trajectories(states, torch.stack(actions), torch.zeros(B, T), torch.stack(log_pb, 1), steps + 1, beta,
                         backward_actions=torch.stack(bactions))
+
+
+def uniform_sampler(env):
+    """``draw(n, generator=None)``: ``n`` terminal states of ``env`` drawn by the uniformly random
+    policy (every legal action equally likely at each step), without gradients. The draws depend
+    on ``generator`` alone: no network output is used."""
+    # epsilon = 1 explores at every step, so this tiny model's logits are never read
+    model = TemperatureGFlowNet.build(env, ModelConfig(hidden=8, num_layers=1, heads=1, conditioning="none"))
+
+    def draw(n: int, generator: torch.Generator | None = None):
+        with torch.no_grad():
+            return sample_trajectories(model, env, torch.ones(n), 1.0, generator).terminal
+
+    return draw

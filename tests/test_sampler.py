@@ -80,3 +80,19 @@ def test_step_terms_reads_every_term_from_one_pass():
         assert torch.equal(part.log_pb, full.log_pb[rows])
         drawn = L.step_terms(gfn, env, s, beta[keep], generator=torch.Generator().manual_seed(0))
         assert drawn.log_pb is None and torch.equal(drawn.log_pf, out.forward.log_prob(drawn.actions))
+
+
+def test_uniform_sampler_draws_depend_on_the_generator_alone_and_are_uniform():
+    env = L.FragmentEnv(L.FragmentLibrary.default(), max_fragments=3)
+    draws = []
+    for global_seed in (0, 1):  # the throwaway model's initialisation must not matter
+        torch.manual_seed(global_seed)
+        draw = L.sampler.uniform_sampler(env)
+        draws.append(env.to_smiles(draw(64, torch.Generator().manual_seed(5))))
+    assert draws[0] == draws[1] and len(draws[0]) == 64
+    # the first step adds one of the library's fragments, each equally likely
+    first = L.sampler.uniform_sampler(env)(3000, torch.Generator().manual_seed(0))
+    n_frag = len(L.FragmentLibrary.default().fragments)
+    counts = torch.bincount(first.frag[:, 0], minlength=n_frag).float()
+    expected = 3000 / n_frag
+    assert float(((counts - expected) ** 2 / expected).sum()) < 45  # chi-square, 17 dof: p < 0.0005

@@ -5,7 +5,7 @@ by reward, and does turning beta up beyond the training range find better molecu
 
 1. A fixed dataset (:func:`build_dataset`): ``data.size`` (6,000) molecules drawn by the
    uniformly random policy (every legal action equally likely at each step:
-   ``sample_trajectories(gfn, env, beta, epsilon=1.0)``), scored, duplicates (by canonical
+   ``lgfn_graph.sampler.uniform_sampler``), scored, duplicates (by canonical
    SMILES) removed. ``data.heldout`` (512) of them, chosen at random, are held out for
    evaluation, whatever their reward; of the rest, the bottom ``data.train_fraction`` (half)
    by reward is the training set. The default task is ``qed_frag`` (QED x normalised SA).
@@ -59,7 +59,7 @@ from ..files import atomic_write, markdown_table, save_png, write_csv
 from ..metrics import correlations, log_likelihood, temperature_response
 from ..policy import ModelConfig, TemperatureGFlowNet
 from ..rewards import RewardFn, score_molecules
-from ..sampler import sample_trajectories
+from ..sampler import uniform_sampler
 from ..task import TaskConfig, build_task
 from ..trainer import Callback, Trainer, TrainConfig
 from . import _report as R
@@ -208,12 +208,11 @@ def build_dataset(env, reward: RewardFn, cfg: DatasetConfig, log_reward_floor: f
     and repeats (by canonical SMILES), hold ``cfg.heldout`` of them out at random and keep the
     lowest-reward ``cfg.train_fraction`` of the rest for training."""
     g = torch.Generator().manual_seed(cfg.seed)
-    # with epsilon = 1 every action is uniformly random: the network's logits are never used
-    uniform = TemperatureGFlowNet.build(env, ModelConfig(hidden=8, num_layers=1, heads=1, conditioning="none"))
+    uniform = uniform_sampler(env)
     states, log_r, smiles, seen = [], [], [], set()
     for start in range(0, cfg.size, cfg.batch_size):
         n = min(cfg.batch_size, cfg.size - start)
-        terminal = sample_trajectories(uniform, env, torch.ones(n), 1.0, g).terminal
+        terminal = uniform(n, g)
         mols = [env.to_mol(terminal, i) for i in range(n)]
         scored = score_molecules(reward, mols, log_reward_floor, "floor")
         batch_smiles = env.to_smiles(terminal)
