@@ -7,7 +7,9 @@ calls) and by part: featurization (``mol_to_graph`` per molecule), batching
 (``Batch.from_data_list``) and the network's forward pass. Each figure is the median over the
 batches, repeated ``--repeats`` times with the batches in turn.
 
-    python benchmarks/reward.py [--batches 10] [--repeats 3] [--out benchmarks/results]
+    python benchmarks/reward.py [--batches 10] [--repeats 3] [--workers 2] [--out benchmarks/results]
+
+QED x SA is also timed scored in ``--workers`` processes (:class:`~lgfn_graph.ParallelReward`).
 
 It imports ``lgfn_graph`` as Python finds it (``PYTHONPATH=<checkout>`` times another
 checkout's code: an A/B of two commits runs this same script on both).
@@ -76,6 +78,8 @@ def main(argv=None):
     p.add_argument("--batches", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--workers", default="2", help="comma-separated process counts to time QED x SA with "
+                                                   "(ParallelReward); empty: none")
     a, argv = parse_args(p, argv, {"batches": 2, "repeats": 1, "batch_size": 8})
     mols = molecules(a.library, a.batches, a.batch_size)
     rows = []
@@ -86,7 +90,14 @@ def main(argv=None):
     inputs["proxy forward"] = [parts["batch graphs"](b) for b in inputs["batch graphs"]]
     for part, fn in parts.items():
         rows.append({"reward": "seh", "part": part, "ms": median_ms(fn, inputs[part], a.repeats)})
-    rows.append({"reward": "qed_sa", "part": "whole reward", "ms": median_ms(build_reward("qed_sa"), mols, a.repeats)})
+    qed_sa = build_reward("qed_sa")
+    rows.append({"reward": "qed_sa", "part": "whole reward", "ms": median_ms(qed_sa, mols, a.repeats)})
+    for n in [int(w) for w in a.workers.split(",") if w]:
+        with L.ParallelReward(qed_sa, n) as pooled:
+            pooled.start(wait=True)
+            assert all(torch.equal(pooled(b), qed_sa(b)) for b in mols)  # the same scores
+            rows.append({"reward": "qed_sa", "part": f"whole reward, {n} worker processes",
+                         "ms": median_ms(pooled, mols, a.repeats)})
     for r in rows:
         r["molecules_per_s"] = 1000 * a.batch_size / r["ms"]
     atoms = statistics.mean(m.GetNumAtoms() for b in mols for m in b)
@@ -94,7 +105,8 @@ def main(argv=None):
              f"`{' '.join(['python benchmarks/reward.py', *argv])}`: {a.batches} batches of {a.batch_size} seh_frag "
              f"molecules from the uniformly random policy (mean {atoms:.1f} heavy atoms), median over the batches "
              f"and {a.repeats} repeats, one warm-up call each. `ms`: milliseconds per batch; the sEH parts add up "
-             f"to about its whole reward.", ""]
+             f"to about its whole reward. `N worker processes`: scored by `ParallelReward` (`task.reward_workers=N`), "
+             f"started beforehand; the scores equal the single process's.", ""]
     lines += dict_table(rows, ["reward", "part", "ms", "molecules_per_s"])
     text = "\n".join(lines) + "\n"
     out = Path(a.out) / "reward.md"

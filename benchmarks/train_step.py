@@ -21,7 +21,11 @@ more things are timed in the same process over the same states:
 A step's floor is the sum of the two floors; the target is a step (reward excluded) within 1.5x
 of it. The ratio to the training floor alone is reported too.
 
-    python benchmarks/train_step.py [--library PATH] [--reward qed_sa|seh] [--steps 20] [--out benchmarks/results/train_step.md]
+    python benchmarks/train_step.py [--library PATH] [--reward qed_sa|seh] [--steps 20] [--reward-workers N]
+        [--out benchmarks/results/train_step.md]
+
+``--reward-workers N`` adds, for each mode, a row with the reward scored in ``N`` processes
+(:class:`~lgfn_graph.ParallelReward`), interleaved with the others.
 
 The modes' steps are interleaved, one step of each in turn, so that a machine whose speed drifts
 slows every mode alike; each quantity is the median over the measured steps.
@@ -87,7 +91,8 @@ def time_interleaved(env, reward, models: dict[str, L.ModelConfig], batch: int, 
                      warmup: int) -> dict[str, list[dict]]:
     """Run the library's own training step (``Trainer.collect`` + ``Trainer.update``) ``warmup +
     steps`` times for each model, one step of each in turn (in a rotating order), so that a
-    machine whose speed drifts slows every model alike. Returns, per model, the timings of the
+    machine whose speed drifts slows every model alike. ``reward``: one for every model, or a
+    dict with one per model's name. Returns, per model, the timings of the
     last ``steps`` steps, one dict a step: ``sample_s``, ``reward_s``, ``loss_backward_s``,
     ``infer_sample_s`` (the same trajectories sampled without gradients), ``sample_floor_s``,
     ``floor_s`` (the network's forward + backward over every state the step visited) and
@@ -96,7 +101,8 @@ def time_interleaved(env, reward, models: dict[str, L.ModelConfig], batch: int, 
     for name, model in models.items():
         torch.manual_seed(0)
         cfg = L.TrainConfig(steps=warmup + steps, batch_size=batch, seed=0, beta=L.BetaSampler(1.0, 32.0))
-        trainers[name] = L.Trainer(env, L.TemperatureGFlowNet.build(env, model), reward, cfg)
+        scorer = reward[name] if isinstance(reward, dict) else reward
+        trainers[name] = L.Trainer(env, L.TemperatureGFlowNet.build(env, model), scorer, cfg)
     records = {name: [] for name in models}
     names = list(models)
     for it in range(warmup + steps):
@@ -192,14 +198,23 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--modes", default=",".join(L.policy.MODES))
+    p.add_argument("--reward-workers", type=int, default=0,
+                   help="also time each mode with the reward scored in this many processes (ParallelReward)")
     p.add_argument("--out", default="benchmarks/results/train_step.md")
     a = p.parse_args(argv)
     env = L.FragmentEnv(L.FragmentLibrary.from_json(a.library), max_fragments=9)
-    reward = build_reward(a.reward)
     modes = a.modes.split(",")
     models = {m: L.ModelConfig(hidden=128, num_layers=4, conditioning=m) for m in modes}
-    timed = time_interleaved(env, reward, models, a.batch_size, a.steps, a.warmup)
-    rows = [{"mode": m, **summarize(timed[m], a.batch_size, statistics.median)} for m in modes]
+    reward = build_reward(a.reward)
+    rewards = {m: reward for m in modes}
+    if a.reward_workers > 1:
+        pooled = L.ParallelReward(reward, a.reward_workers)
+        pooled.start(wait=True)  # the workers' imports are not part of any step
+        for m in modes:  # a row per mode and reward placement, all interleaved
+            row = f"{m}, {a.reward_workers} reward workers"
+            models[row], rewards[row] = models[m], pooled
+    timed = time_interleaved(env, rewards, models, a.batch_size, a.steps, a.warmup)
+    rows = [{"mode": m, **summarize(timed[m], a.batch_size, statistics.median)} for m in models]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     head = ["mode", "step_s", "sample_s", "reward_s", "loss_backward_s", "sample_floor_s", "floor_s", "step_ratio",
             "ratio_without_reward", "ratio_with_reward", "traj_per_s", "states_per_s", "infer_sample_s",
@@ -219,6 +234,10 @@ def main(argv=None):
               "the target is at most 1.5. `ratio_without_reward` = (step - reward) / `floor_s`; "
               "`ratio_with_reward` = step / `floor_s`. `infer_*`: the same trajectories sampled without "
               "gradients (as `lgfn sample` does), against the sampling floor."]
+    if a.reward_workers > 1:
+        lines += ["", f"Rows `<mode>, {a.reward_workers} reward workers`: the same model and draws with the reward "
+                      f"scored in {a.reward_workers} processes (`task.reward_workers={a.reward_workers}`, "
+                      "`ParallelReward`), which give the same scores; the workers were up before the warm-up."]
     if "logit" in modes and "none" in modes:
         net = {r["mode"]: (r["step_s"] - r["reward_s"]) / r["states_per_step"] for r in rows}
         lines += ["", f"Logit-GFN's step without the reward, per state visited, relative to the unconditional "

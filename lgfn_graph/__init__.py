@@ -18,6 +18,7 @@ from .featurize import FeaturizeError, mol_to_graph
 from .gnn_proxy import GNNProxy, HoldoutReport, fit_gnn_proxy, load_proxy_reward
 from .graph_reward import GraphModelReward
 from .metrics import ModeTracker, correlations, log_likelihood, temperature_response, top_k_diversity, top_k_reward
+from .parallel_reward import ParallelReward
 from .rewards import (QED, LogP, MolecularWeightWindow, Product, RewardError, RewardFn, RewardResult, SmilesReward,
                       SyntheticAccessibility, WeightedSum, Window, log_reward, qed_sa, score_molecules)
 from .runfolder import RunFolderBusy, RunFolderError, RunFolderLock
@@ -39,7 +40,7 @@ __all__ = [
     "HoldoutReport", "load_proxy_reward", "ProxyError", "GraphActionCategorical", "load_checkpoint",
     "load_config", "load_model", "load_seh_proxy", "log_likelihood", "log_reward", "LogitScaler", "LogP", "LogZ",
     "metrics", "ModelConfig", "ModeTracker", "mol_to_graph", "MolecularWeightWindow", "MoleculeDataset", "Objective", "OBJECTIVES",
-    "PaddedStates", "Policy", "Product", "QED", "qed_sa", "read_molecule_csv", "ReplayBuffer", "RewardError",
+    "PaddedStates", "ParallelReward", "Policy", "Product", "QED", "qed_sa", "read_molecule_csv", "ReplayBuffer", "RewardError",
     "rows_to_data", "sample_pyg", "SampleData", "SampleDataset", "smiles_to_data",
     "RewardFn", "RewardResult", "RowIssue", "RunConfig", "RunFolderBusy", "RunFolderError", "RunFolderLock",
     "evaluate_trajectories", "sample_and_evaluate", "sample_backward_trajectories", "sample_molecules", "StepTerms",

@@ -12,10 +12,10 @@ from typing import Any
 
 from .checkpoint import CheckpointError
 
-# how long it runs, how often it saves, where it runs, what it logs, when it gives up on
-# non-finite steps, the sweep after training
-HARMLESS = ("train.steps", "train.checkpoint_every", "train.device", "task.proxy_device", "train.tensorboard",
-            "train.max_skipped_steps", "eval", "out")
+# how long it runs, how often it saves, where it runs (and in how many reward processes), what
+# it logs, when it gives up on non-finite steps, the sweep after training
+HARMLESS = ("train.steps", "train.checkpoint_every", "train.device", "task.proxy_device", "task.reward_workers",
+            "train.tensorboard", "train.max_skipped_steps", "eval", "out")
 
 _MISSING = object()
 

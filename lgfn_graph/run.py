@@ -9,6 +9,7 @@ import argparse
 import json
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -43,6 +44,8 @@ def add_training_args(p: argparse.ArgumentParser, out: str, max_fragments: int, 
     p.add_argument("--eval-betas", default=eval_betas, help="comma-separated betas to sample at")
     p.add_argument("--eval-n", type=int, default=256, help="molecules per beta")
     p.add_argument("--device", default="cpu", help="where the model trains: cpu, cuda or cuda:K")
+    p.add_argument("--reward-workers", type=int, default=0,
+                   help="score the reward in this many processes (same scores; for RDKit rewards on idle cores)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--resume-or-start", action="store_true",
                    help="continue the run in --out up to --steps if it has a checkpoint (then sample again), "
@@ -53,7 +56,7 @@ def add_training_args(p: argparse.ArgumentParser, out: str, max_fragments: int, 
 def config_from_args(a: argparse.Namespace, task: TaskConfig) -> RunConfig:
     """The run that the options of :func:`add_training_args` describe, on ``task``."""
     return RunConfig(
-        task=task,
+        task=replace(task, reward_workers=a.reward_workers),
         model=ModelConfig(hidden=a.hidden, num_layers=a.num_layers, conditioning=a.conditioning),
         train=TrainConfig(steps=a.steps, batch_size=a.batch_size, seed=a.seed,
                           beta=BetaSampler(a.beta_low, a.beta_high), checkpoint_every=250, device=a.device),
@@ -73,9 +76,9 @@ def train_and_sweep(cfg: RunConfig, resume: bool = False, progress: bool = True)
     With ``resume`` and a ``checkpoint.pt`` in ``cfg.out``, training continues from it (model,
     optimizer, generators and step) up to ``cfg.train.steps``, once ``cfg`` is checked against
     the run configuration the checkpoint records (:func:`~lgfn_graph.resume.check_resumable`:
-    only ``train.steps``, ``checkpoint_every``, ``device``, ``tensorboard``, ``eval`` and ``out``
-    may differ; the differences are printed). Without one, training starts afresh; without
-    ``resume``, a checkpoint there is refused (:class:`~lgfn_graph.runfolder.RunFolderError`).
+    only ``train.steps``, ``checkpoint_every``, ``device``, ``tensorboard``, ``task.reward_workers``,
+    ``eval`` and ``out`` may differ; the differences are printed). Without one, training starts
+    afresh; without ``resume``, a checkpoint there is refused (:class:`~lgfn_graph.runfolder.RunFolderError`).
     Returns the summary rows of :func:`lgfn_graph.temperature_sweep`.
     """
     out = Path(cfg.out)

@@ -14,6 +14,7 @@ from .checks import FieldError, check_choice, check_device, check_int, check_pat
 from .envs import FragmentEnv
 from .fragments import FragmentLibrary, FragmentLibraryError
 from .gnn_proxy import load_proxy_reward
+from .parallel_reward import parallel
 from .proxy_base import ProxyError
 from .rewards import QED, RewardFn, qed_sa
 from .seh_proxy import SEHReward
@@ -51,6 +52,10 @@ class TaskConfig:
         proxy_weights: sEH proxy weights (``None``: ``$LGFN_SEH_PROXY``, else the cache).
         proxy_device, proxy_batch_size: where (a CPU or available CUDA device) and in what
             batches (>= 1) the sEH proxy or the GNN of ``reward_model`` runs.
+        reward_workers: score each batch in this many processes
+            (:class:`~lgfn_graph.parallel_reward.ParallelReward`), >= 0; 0 or 1: in the training
+            process. The scores are the same either way; worth it for the RDKit rewards
+            (``qed_sa``, ``qed``) when cores sit idle while they run, not for the torch proxies.
     """
 
     name: str = "qed_frag"
@@ -61,6 +66,7 @@ class TaskConfig:
     proxy_weights: str | None = None
     proxy_device: str = "cpu"
     proxy_batch_size: int = 256
+    reward_workers: int = 0
 
     def __post_init__(self):
         check_choice(self, "name", list(TASKS))
@@ -73,6 +79,7 @@ class TaskConfig:
         check_int(self, "max_fragments", 1, optional=True)
         check_device(self, "proxy_device")
         check_int(self, "proxy_batch_size", 1)
+        check_int(self, "reward_workers", 0)
 
 
 @dataclass(frozen=True)
@@ -133,8 +140,9 @@ def reward_name(cfg: TaskConfig) -> str:
 
 def build_reward(cfg: TaskConfig) -> RewardFn:
     """The task's reward (``cfg.reward``, else ``cfg.reward_model``, else the task's own); loads
-    the sEH proxy or the proxy file if it is one of those."""
-    return REWARDS[reward_name(cfg)](cfg)
+    the sEH proxy or the proxy file if it is one of those; scored in ``cfg.reward_workers``
+    processes if that is 2 or more."""
+    return parallel(REWARDS[reward_name(cfg)](cfg), cfg.reward_workers)
 
 
 def build_task(cfg: TaskConfig) -> tuple[FragmentEnv, RewardFn]:

@@ -85,6 +85,7 @@ FIELDS = {
     ("task", "proxy_weights"): paths(),
     ("task", "proxy_device"): DEVICE,
     ("task", "proxy_batch_size"): ints(1),
+    ("task", "reward_workers"): ints(0),
     ("model", "hidden"): ints(1),
     ("model", "num_layers"): ints(1),
     ("model", "heads"): ints(1),

@@ -69,6 +69,8 @@ class StudyRuns:
         d = to_dict(self)
         for key in self.RUN_FIELDS:
             del d[key]
+        if isinstance(d.get("task"), dict):  # how many processes score the reward changes no score
+            d["task"].pop("reward_workers", None)
         return d
 
     def default_settings(self) -> dict:
