@@ -82,9 +82,9 @@ class ParallelReward:
     reward must pickle: a lambda or a local function does not (wrap a module-level function
     instead). Molecules travel as RDKit binaries with all their properties. Scores never change
     with the workers' fate: if a worker dies, that batch is scored in this process with a
-    warning and the next call starts new workers; if the workers cannot unpickle the reward
-    (a class defined in a script run as ``__main__``), or pools break three times, every later
-    call is scored in this process, after one warning saying why.
+    warning and the next call starts new workers; if processes cannot be started, the workers
+    cannot unpickle the reward (a class defined in a script run as ``__main__``), or pools break
+    three times, every later call is scored in this process, after one warning saying why.
 
     Args:
         reward: any reward (``B mols -> [B]``).
@@ -123,8 +123,10 @@ class ParallelReward:
         if len(chunks) < 2 or self.in_process_reason is not None:
             return self.reward(mols)
         binaries = [m.ToBinary(_PICKLE_PROPS) for m in mols]
+        pool = self.start()
+        if pool is None:
+            return self.reward(mols)
         try:
-            pool = self.start()
             futures = [pool.submit(_score_chunk, binaries[a:b]) for a, b in chunks]
             return torch.cat([f.result() for f in futures])
         except _RewardNotLoaded as e:
@@ -152,15 +154,22 @@ class ParallelReward:
         bounds = [round(i * n / k) for i in range(k + 1)]
         return [(bounds[i], bounds[i + 1]) for i in range(k)]
 
-    def start(self, wait: bool = False) -> ProcessPoolExecutor:
-        """Start the worker processes unless they run already, and return the pool. ``wait``:
+    def start(self, wait: bool = False) -> ProcessPoolExecutor | None:
+        """Start the worker processes unless they run already, and return the pool; ``None``
+        (after a warning) if processes cannot be started here, and from then on. ``wait``:
         return once they have imported the reward (e.g. before timing), not at once."""
+        if self.in_process_reason is not None:
+            return None
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
-                                             initializer=_start_worker, initargs=(self._payload,))
-            self._finalizer = weakref.finalize(self, _shutdown, self._pool)
-            # a spawn pool starts every process on the first submit; each answers once loaded
-            self._started = [self._pool.submit(_ready) for _ in range(self.workers)]
+            try:
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
+                                                 initializer=_start_worker, initargs=(self._payload,))
+                self._finalizer = weakref.finalize(self, _shutdown, self._pool)
+                # a spawn pool starts every process on the first submit; each answers once loaded
+                self._started = [self._pool.submit(_ready) for _ in range(self.workers)]
+            except OSError as e:  # no semaphores (/dev/shm), no processes left...
+                self._score_here(f"cannot start worker processes ({type(e).__name__}: {e})")
+                return None
         if wait:
             for f in self._started:
                 f.result()

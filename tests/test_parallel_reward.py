@@ -118,6 +118,18 @@ def test_workers_that_cannot_load_the_reward_fall_back_to_this_process_once(mols
         assert torch.equal(p(mols), LogP()(mols)) and p._pool is None
 
 
+def test_no_processes_here_means_scoring_in_this_process(mols, monkeypatch):
+    def no_semaphores(*args, **kwargs):
+        raise OSError(38, "Function not implemented")
+    monkeypatch.setattr(L.parallel_reward, "ProcessPoolExecutor", no_semaphores)
+    p = ParallelReward(LogP(), workers=2)
+    with pytest.warns(RuntimeWarning, match="cannot start worker processes.*OSError.*from now on"):
+        assert p.start() is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(p(mols), LogP()(mols)) and p.start() is None
+
+
 def test_a_dead_worker_costs_a_warning_not_the_batch(mols):
     with ParallelReward(LogP(), workers=2) as p:
         p.start()
