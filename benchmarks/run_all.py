@@ -1,6 +1,7 @@
 """Run every benchmark at its default size and index the reports (what ``make bench`` does).
 
-Runs ``train_step.py`` (with QED x SA, then with the sEH proxy), ``reward.py``, ``scaling.py``, ``backbones.py``,
+Runs ``train_step.py`` (with QED x SA, then with the sEH proxy, then with QED x SA in two
+worker processes), ``reward.py``, ``scaling.py``, ``backbones.py``,
 ``stress.py`` and ``exact_l1.py`` one after another,
 each in its own process (so that one's memory does not count in another's RSS), writing their
 reports into ``--out``, then ``README.md`` there: the machine, the date, a line per benchmark
@@ -47,6 +48,10 @@ BENCHMARKS = [
     Benchmark("train_step.py", ("--reward", "seh", "--modes", "logit,none", "--out", "{out}/train_step_seh.md"),
               ("--reward", "seh", "--modes", "logit,none", "--steps", "2", "--warmup", "1", "--batch-size", "8",
                "--out", "{out}/train_step_seh.md"), "train_step_seh.md"),
+    # the same step with QED x SA scored in two worker processes (ParallelReward), interleaved with one
+    Benchmark("train_step.py", ("--modes", "logit,none", "--reward-workers", "2", "--out", "{out}/train_step_workers.md"),
+              ("--modes", "logit", "--reward-workers", "2", "--steps", "2", "--warmup", "1", "--batch-size", "16",
+               "--out", "{out}/train_step_workers.md"), "train_step_workers.md"),
     Benchmark("reward.py", ("--out", "{out}"), ("--quick", "--out", "{out}"), "reward.md"),
     Benchmark("scaling.py", ("--out", "{out}"), ("--quick", "--out", "{out}"), "scaling.md"),
     Benchmark("backbones.py", ("--out", "{out}"), ("--quick", "--out", "{out}"), "backbones.md"),
