@@ -44,6 +44,10 @@ def _start_worker(payload: bytes) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)  # one process per core already
     try:
+        # Not a file anyone hands us: ``payload`` is what the parent pickled from its own reward
+        # object a moment ago (ParallelReward.__init__) and sent down the pipe to this child it
+        # spawned, the same trust as multiprocessing's own argument passing. Loading it here,
+        # not as an initarg, lets a reward that cannot load say why instead of killing the worker.
         _worker_reward = pickle.loads(payload)
     except Exception as e:  # reported by the first chunk, not as an anonymous broken pool
         _worker_load_error = f"{type(e).__name__}: {e}"
