@@ -14,6 +14,7 @@ import torch
 
 from .envs import Env
 from .betas import trained_range
+from .checks import is_import_path
 from .files import atomic_write
 from .policy import ModelConfig, TemperatureGFlowNet
 
@@ -150,10 +151,25 @@ def saved_model_config(state: dict) -> dict:
     return {**asdict(ModelConfig()), **saved} if saved else saved
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[TemperatureGFlowNet, object, dict]:
+def load_model(path: str | Path, device: str | torch.device = "cpu",
+               trust_code: bool = False) -> tuple[TemperatureGFlowNet, object, dict]:
     """Rebuild the environment and model of a checkpoint, the model on ``device``. Returns
-    ``(gfn, env, state)``."""
+    ``(gfn, env, state)``.
+
+    Args:
+        trust_code: rebuild a backbone the checkpoint names by import path
+            (``package.module:Class``), which imports that module and runs its code. A checkpoint
+            is data, read without running code from it; so by default it may name only the
+            built-in and stock backbones, and one naming an import path is refused
+            (:class:`CheckpointError`) before anything is imported. Pass ``True`` for your own
+            checkpoints, or files you trust.
+    """
     state = load_checkpoint(path)
+    backbone = (state["model_config"] or {}).get("backbone")
+    if is_import_path(backbone) and not trust_code:
+        raise CheckpointError(f"{path}: names the backbone {backbone!r}, an import path: rebuilding it imports that "
+                              "module and runs its code, so it is refused by default. If you trust the file, pass "
+                              "trust_code=True (lgfn sample / evaluate: --trust-code)")
     try:
         Env.env_class(state["env"])
     except ValueError as e:  # saved by a version with another environment

@@ -9,9 +9,11 @@ a file. :func:`lgfn_graph.config.from_dict` turns a :class:`FieldError` into a
 """
 from __future__ import annotations
 
+import importlib
 import math
 import numbers
 import os
+import re
 from typing import Any, Sequence
 
 import numpy as np
@@ -90,6 +92,31 @@ def check_choice(obj: Any, name: str, choices: Sequence[str], *, optional: bool 
     value = getattr(obj, name)
     if not (optional and value is None) and not (isinstance(value, str) and value in choices):
         raise FieldError(obj, name, f"must be one of {tuple(choices)}{' or None' if optional else ''}, got {value!r}")
+
+
+_IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+
+
+def is_import_path(value: Any) -> bool:
+    """Whether ``value`` is a string of the form ``package.module:name``."""
+    return isinstance(value, str) and _IMPORT_PATH.fullmatch(value) is not None
+
+
+def import_object(path: str) -> Any:
+    """The object an import path ``package.module:name`` names. Imports the module, which runs
+    its code: call it only on paths the user gave, never on one read from a file they were handed."""
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def check_choice_or_import_path(obj: Any, name: str, choices: Sequence[str], *, optional: bool = False) -> None:
+    """``obj.name`` must be one of ``choices``, an import path ``package.module:name`` (checked
+    for its form only: nothing is imported), or ``None`` if ``optional``."""
+    value = getattr(obj, name)
+    if not (optional and value is None) and not (isinstance(value, str) and value in choices) \
+            and not is_import_path(value):
+        raise FieldError(obj, name, f"must be one of {tuple(choices)}, an import path 'package.module:name'"
+                                    f"{' or None' if optional else ''}, got {value!r}")
 
 
 def check_mapping(obj: Any, name: str) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .checkpoint import CheckpointError, load_model
-from .checks import parse_device
+from .checks import is_import_path, parse_device
 from .config import ConfigError, RunConfig, from_dict, load_config
 from .datasets import DatasetError
 from .evaluate import sample_molecules, temperature_sweep
@@ -33,14 +33,15 @@ from .proxy_cli import add_fit_arguments, fit_proxy
 from .run import format_summary, parse_betas, train_and_sweep
 from .runfolder import RunFolderError
 from .seh_proxy import SEHProxyError, WeightsUnavailableError
-from .task import TASKS, TaskConfig, build_reward, reward_name
+from .task import TASKS, RewardImportError, TaskConfig, build_reward, reward_name
 from .usage import ArgumentParser, UsageError
 
 STUDIES_PACKAGE = "lgfn_graph.studies"
 
 
-USER_ERRORS = (UsageError, ConfigError, CheckpointError, FragmentLibraryError, FeaturizeError, SEHProxyError, WeightsUnavailableError,
-               RunFolderError, BackboneError, BackboneContractError, DatasetError, ProxyError)
+USER_ERRORS = (UsageError, ConfigError, RewardImportError, CheckpointError, FragmentLibraryError, FeaturizeError,
+               SEHProxyError, WeightsUnavailableError, RunFolderError, BackboneError, BackboneContractError, DatasetError,
+               ProxyError)
 
 # the file system refusing a write (a full disk, no permission, a file where a folder should be):
 # the user's to fix, not a bug
@@ -168,6 +169,9 @@ def _checkpoint_args(p: argparse.ArgumentParser) -> None:
     task.add_argument("--config", help="the run's YAML config (its task section scores the samples)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--device", default="cpu", type=_device, help="where the model runs: cpu, cuda or cuda:K (default cpu)")
+    p.add_argument("--trust-code", action="store_true",
+                   help="let the checkpoint name a backbone or reward by import path (package.module:name), "
+                        "which imports that module and runs its code; refused without this flag")
 
 
 def _beta(text: str) -> float:
@@ -227,7 +231,7 @@ def sample(args: argparse.Namespace) -> int:
         raise UsageError("--format pyg needs --out FILE.pt (PyG data does not go to standard output)")
     if args.fragment_graph and args.format != "pyg":
         raise UsageError("--fragment-graph needs --format pyg")
-    gfn, env, state = load_model(args.checkpoint, args.device)
+    gfn, env, state = load_model(args.checkpoint, args.device, trust_code=args.trust_code)
     reward = build_reward(_task_config(args, state))
     if args.format == "pyg":
         rows = _sample_pyg(args, gfn, env, reward)
@@ -264,7 +268,7 @@ def _sample_pyg(args: argparse.Namespace, gfn, env, reward) -> list[dict]:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    gfn, env, state = load_model(args.checkpoint, args.device)
+    gfn, env, state = load_model(args.checkpoint, args.device, trust_code=args.trust_code)
     reward = build_reward(_task_config(args, state))
     out = Path(args.out) if args.out is not None else Path(args.checkpoint).parent / "eval"
     summary = temperature_sweep(gfn, env, reward, args.betas, args.n, out, seed=args.seed)
@@ -295,7 +299,12 @@ def _task_config(args: argparse.Namespace, state: dict) -> TaskConfig:
     if args.task is None and args.config is None:
         if recorded is None:
             raise UsageError(f"{args.checkpoint} does not record its task: pass --task NAME or --config FILE")
-        return from_dict(TaskConfig, recorded["task"], "task")
+        task = from_dict(TaskConfig, recorded["task"], "task")
+        if is_import_path(task.reward) and not args.trust_code:
+            raise UsageError(f"{args.checkpoint} records the reward {task.reward!r}, an import path: scoring with it "
+                             "imports that module and runs its code. If you trust the file, pass --trust-code; or "
+                             "score with another reward (--task NAME or --config FILE)")
+        return task
     task = TaskConfig(args.task) if args.task is not None else load_config(args.config).task
     try:
         trained = from_dict(TaskConfig, recorded["task"], "task") if recorded is not None else None

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .checks import FieldError, check_choice, check_device, check_int, check_path
+from .checks import (FieldError, check_choice, check_choice_or_import_path, check_device, check_int, check_path,
+                     import_object, is_import_path)
 from .envs import FragmentEnv
 from .fragments import FragmentLibrary, FragmentLibraryError
 from .gnn_proxy import load_proxy_reward
@@ -44,8 +45,12 @@ class TaskConfig:
         fragments: a fragment library JSON replacing the task's own (``seh_frag`` has none
             shipped: its default is ``$LGFN_FRAGMENTS_72``); a non-empty path or ``None``.
         max_fragments: fragments per molecule, >= 1 (``None``: the task's default).
-        reward: ``"qed_sa"``, ``"qed"``, ``"seh"`` or ``"proxy"`` (the file in ``reward_model``);
-            ``None``: ``"proxy"`` if ``reward_model`` is set, else the task's default.
+        reward: ``"qed_sa"``, ``"qed"``, ``"seh"``, ``"proxy"`` (the file in ``reward_model``), or
+            your own as an import path ``"package.module:name"``: a reward (any callable
+            ``list[Mol] -> Tensor[B]``: a function, or an object such as ``Product(...)``) or a
+            class that builds one with no arguments. Only its form is checked here; it is imported
+            when the reward is built. ``None``: ``"proxy"`` if ``reward_model`` is set, else the
+            task's default.
         reward_model: a proxy file written by ``lgfn proxy fit`` (either kind: a GNN ``.pt`` or
             a fingerprint ``.pkl.gz``) whose predictions are the reward; ``reward`` must then be
             ``None`` or ``"proxy"``. A relative path is read from the current folder.
@@ -70,7 +75,7 @@ class TaskConfig:
 
     def __post_init__(self):
         check_choice(self, "name", list(TASKS))
-        check_choice(self, "reward", list(REWARDS), optional=True)
+        check_choice_or_import_path(self, "reward", list(REWARDS), optional=True)
         for name in ("fragments", "reward_model", "proxy_weights"):
             check_path(self, name)
         if self.reward_model is not None and self.reward not in (None, "proxy"):
@@ -124,6 +129,31 @@ def _proxy_reward(cfg: TaskConfig) -> RewardFn:
     return load_proxy_reward(cfg.reward_model, cfg.proxy_device, cfg.proxy_batch_size)
 
 
+class RewardImportError(FieldError):
+    """``TaskConfig.reward`` is an import path that gives no reward: the module or name cannot be
+    imported, the class cannot be built with no arguments, or the object is not callable."""
+
+
+def _imported_reward(cfg: TaskConfig) -> RewardFn:
+    """The reward ``cfg.reward`` names by import path: the object itself, or an instance of the
+    class (built with no arguments). Errors name the field, the path and the cause."""
+    try:
+        obj = import_object(cfg.reward)
+    except Exception as e:  # the user's module may fail to import in any way; say which and why
+        hint = "; is its folder on PYTHONPATH? (PYTHONPATH=. lgfn ...)" if isinstance(e, ModuleNotFoundError) else ""
+        raise RewardImportError(cfg, "reward", f"cannot import {cfg.reward!r} ({type(e).__name__}: {e}){hint}") from None
+    if isinstance(obj, type):
+        try:
+            obj = obj()
+        except Exception as e:
+            raise RewardImportError(cfg, "reward", f"{cfg.reward!r} is a class and could not be built with no arguments "
+                                            f"({type(e).__name__}: {e})") from None
+    if not callable(obj):
+        raise RewardImportError(cfg, "reward", f"{cfg.reward!r} is a {type(obj).__name__}, not a reward (a callable "
+                                        "list[Mol] -> Tensor[B], or a class that builds one with no arguments)")
+    return obj
+
+
 def build_env(cfg: TaskConfig) -> FragmentEnv:
     """The task's environment: its fragment library (or ``cfg.fragments``) and molecule size."""
     defaults = TASKS[cfg.name]
@@ -133,16 +163,19 @@ def build_env(cfg: TaskConfig) -> FragmentEnv:
 
 
 def reward_name(cfg: TaskConfig) -> str:
-    """The name of the task's reward in :data:`REWARDS`: ``cfg.reward``, else ``"proxy"`` if
-    ``cfg.reward_model`` is set, else the task's own."""
+    """The name of the task's reward in :data:`REWARDS`, or its import path: ``cfg.reward``, else
+    ``"proxy"`` if ``cfg.reward_model`` is set, else the task's own."""
     return cfg.reward or ("proxy" if cfg.reward_model is not None else TASKS[cfg.name].reward)
 
 
 def build_reward(cfg: TaskConfig) -> RewardFn:
     """The task's reward (``cfg.reward``, else ``cfg.reward_model``, else the task's own); loads
-    the sEH proxy or the proxy file if it is one of those; scored in ``cfg.reward_workers``
+    the sEH proxy or the proxy file if it is one of those, imports the reward if it is an import
+    path (the user's own code: never call this on a config read from a file you were handed); scored in ``cfg.reward_workers``
     processes if that is 2 or more."""
-    return parallel(REWARDS[reward_name(cfg)](cfg), cfg.reward_workers)
+    name = reward_name(cfg)
+    reward = _imported_reward(cfg) if is_import_path(name) else REWARDS[name](cfg)
+    return parallel(reward, cfg.reward_workers)
 
 
 def build_task(cfg: TaskConfig) -> tuple[FragmentEnv, RewardFn]:

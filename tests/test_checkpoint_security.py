@@ -129,3 +129,65 @@ def test_replay_buffer_checkpoint_is_plain_tensors(tmp_path):
     back = L.Trainer(env, gfn, L.QED(), cfg).load(tmp_path / "checkpoint.pt")
     assert len(back.buffer) == len(tr.buffer) and bool(back.buffer.states.equal(tr.buffer.states).all())
     assert torch.equal(back.buffer.log_reward, tr.buffer.log_reward)
+
+
+# a module a crafted checkpoint could name; importing it (which runs its code) leaves a mark
+_MARKING_MODULE = '''\
+from pathlib import Path
+import torch
+from lgfn_graph.rewards import QED
+
+Path(__file__).with_name("imported").write_text("yes")
+reward = QED()
+'''
+
+
+def _naming_an_import_path(genuine, tmp_path, monkeypatch, where: str):
+    """A copy of the genuine checkpoint, valid checksum and all, that names a module (on sys.path)
+    as its backbone (``where="backbone"``) or its reward (``"reward"``); and the mark of its import."""
+    name = f"marking_{where}_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{name}.py").write_text(_MARKING_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    state = L.load_checkpoint(genuine / "checkpoint.pt")
+    if where == "backbone":
+        state["model_config"]["backbone"] = f"{name}:reward"
+    else:
+        state["extra"]["run_config"]["task"]["reward"] = f"{name}:reward"
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    path = tmp_path / f"{where}.pt"
+    torch.save(_envelope(buf.getvalue()), path)
+    return path, tmp_path / "imported"
+
+
+def test_a_checkpoint_naming_an_import_path_imports_nothing_unless_trusted(genuine, tmp_path, monkeypatch, capsys):
+    """Rebuilding a backbone or reward named by import path runs the named module's code, so a
+    checkpoint from elsewhere may do it only with the user's explicit --trust-code."""
+    path, marker = _naming_an_import_path(genuine, tmp_path, monkeypatch, "backbone")
+    with pytest.raises(L.CheckpointError, match=r"names the backbone 'marking_backbone_.*:reward', an import path.*"
+                                                r"trust_code=True \(lgfn sample / evaluate: --trust-code\)"):
+        L.load_model(path)
+    for argv in (["sample", "--checkpoint", str(path), "--beta", "2", "--n", "2"],
+                 ["evaluate", "--checkpoint", str(path), "--betas", "1", "--n", "2", "--out", str(tmp_path / "ev")]):
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        assert "an import path" in capsys.readouterr().err
+    assert not marker.exists()
+    with pytest.raises(L.CheckpointError, match="is not a torch.nn.Module class"):
+        L.load_model(path, trust_code=True)  # trusted: imported, then found not to be a backbone
+    assert marker.exists()
+
+
+def test_a_checkpoint_recording_an_import_path_reward_scores_with_it_only_when_trusted(genuine, tmp_path, monkeypatch,
+                                                                                       capsys):
+    path, marker = _naming_an_import_path(genuine, tmp_path, monkeypatch, "reward")
+    sample = ["sample", "--checkpoint", str(path), "--beta", "2", "--n", "3", "--out", str(tmp_path / "s.csv")]
+    capsys.readouterr()
+    assert main(sample) == 2
+    err = capsys.readouterr().err
+    assert "records the reward 'marking_reward_" in err and "--trust-code" in err and "Traceback" not in err, err
+    assert not marker.exists()
+    assert main([*sample, "--task", "tiny_frag"]) == 0  # scoring with a named task's reward needs no trust
+    assert not marker.exists()
+    assert main([*sample, "--trust-code"]) == 0
+    assert marker.exists() and (tmp_path / "s.csv").is_file()

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lgfn_graph as L
-from lgfn_graph.checks import SEED_MAX
+from lgfn_graph.checks import SEED_MAX, is_import_path
 from lgfn_graph.config import ConfigError, EvalConfig, RunConfig, from_dict, load_config, to_dict
 
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
@@ -75,12 +75,18 @@ DEVICE = (st.just("cpu"), st.sampled_from(["gpu", "", "meta", "cpu:x", "tpu"]))
 POSITIVE = reals(0, low_open=True)
 BETA = reals(0, low_open=True, float32=True)
 
+# a built-in name or an import path, which is checked for its form only (nothing is imported)
+_NAMED = choices(("qed_sa", "qed", "seh", "proxy"), optional=True)
+REWARD = (st.one_of(_NAMED[0], st.sampled_from(["mypkg.rewards:score", "m:R", "_a.b_2:c"])),
+          st.one_of(_NAMED[1].filter(lambda v: not is_import_path(v)),
+                    st.sampled_from(["pkg:", ":fn", "pkg.fn", "a b:c", "pkg:a.b"])))
+
 # (section, field) -> (valid, invalid); the section's class is the one at that key of a RunConfig
 FIELDS = {
     ("task", "name"): choices(L.TASKS),
     ("task", "fragments"): paths(),
     ("task", "max_fragments"): ints(1, optional=True),
-    ("task", "reward"): choices(("qed_sa", "qed", "seh", "proxy"), optional=True),
+    ("task", "reward"): REWARD,
     ("task", "reward_model"): paths(),
     ("task", "proxy_weights"): paths(),
     ("task", "proxy_device"): DEVICE,

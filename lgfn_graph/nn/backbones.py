@@ -9,7 +9,6 @@ a node model in PyG's ``BasicGNN`` convention, wrapped by
 from __future__ import annotations
 
 import difflib
-import importlib
 import inspect
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,7 @@ from torch import nn
 from torch_geometric.nn import GATConv, GATv2Conv, GINConv, MessagePassing, PNAConv, SAGEConv
 from torch_geometric.nn.models import GAT, GIN, PNA, GraphSAGE
 
+from ..checks import import_object, is_import_path
 from .adapter import NodeModelBackbone
 from .backbone import GraphTransformer
 from .gps import GPS
@@ -84,12 +84,11 @@ def resolve(name: str) -> Stock:
     (an ``nn.Module`` class); :class:`BackboneError` if there is none."""
     if name in STOCK:
         return STOCK[name]
-    module, sep, attr = name.partition(":")
-    if not (sep and module and attr):
+    if not is_import_path(name):
         raise BackboneError("backbone", f"must be one of {BACKBONES} or an import path 'package.module:Class', "
                                         f"got {name!r}")
     try:
-        cls = getattr(importlib.import_module(module), attr)
+        cls = import_object(name)
     except Exception as e:  # the user's module may fail to import in any way; say which and why
         raise BackboneError("backbone", f"cannot import {name!r} ({type(e).__name__}: {e})") from None
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):

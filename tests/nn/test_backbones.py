@@ -104,7 +104,7 @@ def test_an_import_path_backbone_trains_and_round_trips_with_its_kwargs(task, tm
     assert sum(loss[-10:]) < sum(loss[:10]), loss
     model = gfn.policy.backbone.model
     assert type(model).__name__ == "EdgeGatedGCN" and model.gate.in_features == env.edge_dim
-    loaded, _, state = L.load_model(tmp_path / "checkpoint.pt")
+    loaded, _, state = L.load_model(tmp_path / "checkpoint.pt", trust_code=True)
     assert state["model_config"]["backbone_kwargs"] == {"gate_bias": 1.0}
     assert _same_samples(gfn, loaded, env)
 
@@ -229,7 +229,7 @@ def test_an_import_path_that_is_gone_at_load_time_is_a_checkpoint_error(task, tm
     monkeypatch.delitem(sys.modules, "my_gnn_module")
     with pytest.raises(L.CheckpointError, match=r"cannot rebuild the model it describes: ModelConfig.backbone cannot "
                                                 r"import 'my_gnn_module:MyGNN' \(ModuleNotFoundError"):
-        L.load_model(tmp_path / "c.pt")
+        L.load_model(tmp_path / "c.pt", trust_code=True)
 
 
 def test_checkpoints_from_before_backbones_still_load_and_resume(task, tmp_path):
