@@ -109,6 +109,12 @@ def import_object(path: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+def import_failure(path: str, error: Exception) -> str:
+    """Why ``import_object(path)`` failed, in words for an error message."""
+    hint = "; is its folder on PYTHONPATH? (PYTHONPATH=. lgfn ...)" if isinstance(error, ModuleNotFoundError) else ""
+    return f"cannot import {path!r} ({type(error).__name__}: {error}){hint}"
+
+
 def check_choice_or_import_path(obj: Any, name: str, choices: Sequence[str], *, optional: bool = False) -> None:
     """``obj.name`` must be one of ``choices``, an import path ``package.module:name`` (checked
     for its form only: nothing is imported), or ``None`` if ``optional``."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from .checks import (FieldError, check_choice, check_choice_or_import_path, check_device, check_int, check_path,
-                     import_object, is_import_path)
+                     import_failure, import_object, is_import_path)
 from .envs import FragmentEnv
 from .fragments import FragmentLibrary, FragmentLibraryError
 from .gnn_proxy import load_proxy_reward
@@ -140,8 +140,7 @@ def _imported_reward(cfg: TaskConfig) -> RewardFn:
     try:
         obj = import_object(cfg.reward)
     except Exception as e:  # the user's module may fail to import in any way; say which and why
-        hint = "; is its folder on PYTHONPATH? (PYTHONPATH=. lgfn ...)" if isinstance(e, ModuleNotFoundError) else ""
-        raise RewardImportError(cfg, "reward", f"cannot import {cfg.reward!r} ({type(e).__name__}: {e}){hint}") from None
+        raise RewardImportError(cfg, "reward", import_failure(cfg.reward, e)) from None
     if isinstance(obj, type):
         try:
             obj = obj()

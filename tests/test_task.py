@@ -97,7 +97,8 @@ def test_an_import_path_reward_that_cannot_be_used_is_named_with_the_cause(user_
     name, _ = user_rewards
     with pytest.raises(ValueError, match=r"TaskConfig\.reward " + message.format(name=name)):
         build_task(TaskConfig("qed_frag", reward=f"{name}:{attr}"))
-    with pytest.raises(ValueError, match=r"TaskConfig\.reward cannot import 'no_such_module_xyz:f' \(ModuleNotFoundError"):
+    with pytest.raises(ValueError, match=r"TaskConfig\.reward cannot import 'no_such_module_xyz:f' \(ModuleNotFoundError.*"
+                                         r"is its folder on PYTHONPATH\?"):
         build_task(TaskConfig("qed_frag", reward="no_such_module_xyz:f"))
 
 

@@ -18,7 +18,7 @@ from torch import nn
 from torch_geometric.nn import GATConv, GATv2Conv, GINConv, MessagePassing, PNAConv, SAGEConv
 from torch_geometric.nn.models import GAT, GIN, PNA, GraphSAGE
 
-from ..checks import import_object, is_import_path
+from ..checks import import_failure, import_object, is_import_path
 from .adapter import NodeModelBackbone
 from .backbone import GraphTransformer
 from .gps import GPS
@@ -90,7 +90,7 @@ def resolve(name: str) -> Stock:
     try:
         cls = import_object(name)
     except Exception as e:  # the user's module may fail to import in any way; say which and why
-        raise BackboneError("backbone", f"cannot import {name!r} ({type(e).__name__}: {e})") from None
+        raise BackboneError("backbone", import_failure(name, e)) from None
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise BackboneError("backbone", f"{name!r} is not a torch.nn.Module class")
     return Stock(cls)
