@@ -156,7 +156,9 @@ def with_other_finished(out: str | Path, results: Sequence[dict], settings: dict
     """``results`` and every other finished run under ``out`` made with ``settings``: the runs of
     other modes and seeds that earlier commands put there (``--modes logit`` then ``--modes
     layer``, or two machines sharing the folder), so that the report covers all of them, not only
-    the last command's. A run made with other settings is left out, with a note naming it."""
+    the last command's. A run made with other settings is left out, with a note naming it.
+    Returned in library mode order, then by seed: the report's means are then the same to the last
+    bit whichever command wrote it."""
     have = {(r["conditioning"], r["seed"]) for r in results}
     found = list(results)
     for path in sorted(Path(out).glob(f"runs/*/seed*/{RESULT_FILE}")):
@@ -167,7 +169,7 @@ def with_other_finished(out: str | Path, results: Sequence[dict], settings: dict
             found.append(finished_result(path.parent, settings, defaults))
         except ConfigError as e:
             tqdm.write(f"not in the report: {e}")
-    return found
+    return sorted(found, key=lambda r: (MODES.index(r["conditioning"]), r["seed"]))
 
 
 def reported(cfg, results: Sequence[dict]):

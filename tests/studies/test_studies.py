@@ -18,7 +18,7 @@ from lgfn_graph.sampledb import SampleDB
 from lgfn_graph.studies import beta_ranges as BR
 from lgfn_graph.studies import mode_seeking as MS
 from lgfn_graph.studies import offline_generalization as OG
-from lgfn_graph.studies._runs import RESULT_FILE, RunSpec
+from lgfn_graph.studies._runs import RESULT_FILE, RunSpec, finished_result, with_other_finished
 from lgfn_graph.task import TaskConfig, build_task
 from lgfn_graph.usage import UsageError
 from tasks import mode_seeking as mode_seeking_script
@@ -331,6 +331,18 @@ def test_a_command_for_one_mode_reports_every_finished_run(study, request, tmp_p
     assert reported_runs() == [run for run in everything if run[0] != "layer"]
     said = "".join(capsys.readouterr())
     assert all(f"not in the report: {f.parent} holds a finished run with other settings" in said for f in changed)
+
+
+def test_finished_runs_come_in_mode_then_seed_order_whatever_the_command(mode_study):
+    """Means over seeds depend on summation order in the last bit; the report must not depend on
+    which lane's command wrote it."""
+    out, _ = mode_study
+    settings = json.loads((RunSpec("logit", 0).folder(out) / RESULT_FILE).read_text())["settings"]
+    expected = [(m, s) for m in MODES for s in SEEDS]
+    for first in [("none", 1), ("layer", 0), ("logit", 1)]:
+        own = [finished_result(RunSpec(*first).folder(out), settings)]
+        found = with_other_finished(out, own, settings)
+        assert [(r["conditioning"], r["seed"]) for r in found] == expected
 
 
 def test_a_setting_added_later_with_its_default_keeps_finished_runs(mode_study, monkeypatch):
